@@ -1,0 +1,1 @@
+"""The dataset service: datasets, examples, immutable versions, validation, curation and token statistics."""
