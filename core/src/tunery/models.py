@@ -12,8 +12,10 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tunery.errors import FailedPrecondition, InvalidArgument, NotFound
 from tunery.plugins import PluginRegistry
@@ -86,6 +88,65 @@ def resolve(name: str, *, field: str = "base_model") -> BaseModelSpec:
     )
 
 
+def _gguf_fields(path: Path) -> dict[str, Any]:
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    return {k: f.contents() for k, f in reader.fields.items() if k.startswith(("tokenizer.", "general.name"))}
+
+
+# GGUF "pre" tokenizer names -> the Hugging Face pre-tokenizer that splits text the same way.
+_PRE_TOKENIZERS = {"smollm": True, "gpt2": False, "default": False}
+
+
+def gguf_tokenizer(path: Path, out: Path) -> None:
+    """Write a fast tokenizer folder from a GGUF's BPE vocabulary, merges and chat template.
+
+    transformers can do this too, but only with torch installed; the dataset service has no torch. Checked to give
+    token ids identical to transformers' own GGUF loading on SmolLM2 (core/tests/test_models.py).
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders
+    from tokenizers import models as tk_models
+    from tokenizers import pre_tokenizers as pre
+    from transformers import PreTrainedTokenizerFast
+
+    f = _gguf_fields(path)
+    kind, pre_name = f.get("tokenizer.ggml.model"), f.get("tokenizer.ggml.pre", "default")
+    if kind != "gpt2" or pre_name not in _PRE_TOKENIZERS:
+        from transformers import AutoTokenizer  # needs torch for GGUF; the trainer has it
+
+        AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name).save_pretrained(str(out))
+        return
+    tokens: list[str] = f["tokenizer.ggml.tokens"]
+    types: list[int] = f["tokenizer.ggml.token_type"]
+    merges = [tuple(m.split(" ", 1)) for m in f["tokenizer.ggml.merges"]]
+    tok = Tokenizer(tk_models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges, fuse_unk=False))
+    byte_level = pre.ByteLevel(add_prefix_space=False, use_regex=True)
+    if _PRE_TOKENIZERS[pre_name]:
+        tok.pre_tokenizer = pre.Sequence([pre.Digits(individual_digits=True), byte_level])
+    else:
+        tok.pre_tokenizer = byte_level
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False) for t, ty in zip(tokens, types, strict=True) if ty == 3]
+    )
+
+    def special(key: str) -> str | None:
+        i = f.get(f"tokenizer.ggml.{key}_token_id")
+        return tokens[i] if i is not None else None
+
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=special("bos"),
+        eos_token=special("eos"),
+        unk_token=special("unknown"),
+        pad_token=special("padding"),
+    )
+    if "tokenizer.chat_template" in f:
+        fast.chat_template = f["tokenizer.chat_template"]
+    fast.save_pretrained(str(out))
+
+
 def tokenizer_source(spec: BaseModelSpec, data_dir: Path) -> str:
     """Where `AutoTokenizer.from_pretrained` finds this model's tokenizer; converts a GGUF's once."""
     if spec.folder is not None:
@@ -96,16 +157,11 @@ def tokenizer_source(spec: BaseModelSpec, data_dir: Path) -> str:
     out = spec.converted_dir(data_dir) / "tokenizer"
     if (out / "tokenizer_config.json").exists():
         return str(out)
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(spec.gguf.parent), gguf_file=spec.gguf.name)
     tmp = out.with_name(f".tokenizer-{os.getpid()}")
-    tok.save_pretrained(str(tmp))
+    gguf_tokenizer(spec.gguf, tmp)
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         tmp.rename(out)
     except OSError:  # another process converted it first
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
     return str(out)

@@ -34,6 +34,9 @@ class ServiceSettings(BaseSettings):
     database_url: str = Field("", description="SQLAlchemy URL; empty means SQLite in the data directory.")
     log_level: str = Field("INFO", description="Python logging level.")
     grace_seconds: float = Field(10.0, ge=0, description="How long SIGTERM waits for in-flight calls.")
+    drain_delay_seconds: float = Field(
+        0.0, ge=0, description="After SIGTERM, answer health as NOT_SERVING this long before refusing new calls."
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tunery.dataset.v1 import dataset_pb2_grpc
 from tunery.runtime import client
 from tunery.runtime.natsd import free_port

@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 import pytest
+
 from tunery.dataset.v1 import dataset_pb2 as pb
 from tunery.errors import FailedPrecondition, InvalidArgument, NotFound, from_rpc_error
 from tunery.testing import EventLog

@@ -111,16 +111,20 @@ class GrpcServer:
         address: str,
         *,
         grace: float = 10.0,
+        drain_delay: float = 0.0,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     ) -> None:
         self.registrations = list(registrations)
         self.address = address
         self.grace = grace
-        self.server = grpc.aio.server(interceptors=[ErrorInterceptor(), *interceptors], options=SERVER_OPTIONS)
-        self.health = health.aio.HealthServicer()
+        self.drain_delay = drain_delay
+        self.interceptors = [ErrorInterceptor(), *interceptors]
         self.port = 0
 
     async def start(self) -> int:
+        # Created here, not in __init__: a grpc.aio server binds to the event loop that is running when it is made.
+        self.server = grpc.aio.server(interceptors=self.interceptors, options=SERVER_OPTIONS)
+        self.health = health.aio.HealthServicer()
         for reg in self.registrations:
             reg.add_to_server(reg.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -137,6 +141,8 @@ class GrpcServer:
     async def stop(self) -> None:
         """Report NOT_SERVING first so balancers move away, then let in-flight calls finish."""
         await self.health.enter_graceful_shutdown()
+        if self.drain_delay:
+            await asyncio.sleep(self.drain_delay)
         await self.server.stop(self.grace)
 
     async def wait(self) -> None:

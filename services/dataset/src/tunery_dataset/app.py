@@ -6,11 +6,11 @@ import logging
 from dataclasses import dataclass
 
 from nats.aio.client import Client as NATS
+
 from tunery.dataset.v1 import dataset_pb2, dataset_pb2_grpc
 from tunery.runtime import events
 from tunery.runtime.server import GrpcServer, Registration
 from tunery.runtime.store import init_schema, make_engine
-
 from tunery_dataset import models  # noqa: F401 - registers the tables
 from tunery_dataset.server import DatasetServicer
 from tunery_dataset.service import DatasetService
@@ -53,6 +53,7 @@ async def start(settings: DatasetSettings) -> DatasetApp:
         [Registration(DatasetServicer(service), dataset_pb2_grpc.add_DatasetServiceServicer_to_server, SERVICE_NAME)],
         settings.address,
         grace=settings.grace_seconds,
+        drain_delay=settings.drain_delay_seconds,
     )
     await server.start()
     log.info("dataset service listening on %s:%d", settings.host, server.port)
