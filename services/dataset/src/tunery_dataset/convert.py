@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from google.protobuf import timestamp_pb2
-from tunery.dataset.v1 import dataset_pb2 as pb
 
+from tunery.dataset.v1 import dataset_pb2 as pb
 from tunery_dataset.curation import DuplicateGroup
 from tunery_dataset.store import DatasetInfo, ExampleInfo, VersionInfo
 

@@ -21,15 +21,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
 import numpy as np
 from datasketch import MinHash, MinHashLSH
+
+from tunery.hyperparams import MAX_TARGET_EXAMPLES, MIN_TARGET_EXAMPLES, auto_epochs
 
 __all__ = [
     "MAX_TARGET_EXAMPLES",
@@ -138,15 +139,23 @@ def example_text(data: dict[str, Any]) -> str:
     return "\n".join(line for line in lines if line is not None)
 
 
+def _squash(text: str) -> str:
+    """Strip and collapse whitespace runs; returns ``text`` itself when already clean."""
+    # isprintable() is False for every whitespace character except " ".
+    if text.isprintable() and "  " not in text and text[:1] != " " and text[-1:] != " ":
+        return text  # the common case, several times cheaper than split + join
+    return " ".join(text.split())
+
+
 def _canonical(value: Any) -> Any:
     """Normalise a JSON value so trivially reformatted copies compare equal."""
     if isinstance(value, str):
-        return " ".join(value.split())
+        return _squash(value)
     if isinstance(value, dict):
         return {str(k): _canonical(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_canonical(v) for v in value]
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
         # ``"weight": 1`` and ``"weight": 1.0`` mean the same thing.
         return int(value)
     return value
@@ -162,9 +171,9 @@ def content_hash(data: dict[str, Any]) -> str:
     ``weight`` keys (which change what is trained) keeps them distinct.
     """
     canonical = json.dumps(
-        _canonical(data), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        _canonical(data), sort_keys=True, separators=(",", ":"), ensure_ascii=False, check_circular=False
     )
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 # --------------------------------------------------------------------------
@@ -176,18 +185,29 @@ def content_hash(data: dict[str, Any]) -> str:
 NUM_PERM = 128
 #: Fixed seed for the MinHash permutations, so results never vary between runs.
 MINHASH_SEED = 1
-#: Texts with fewer words than this are shingled with 3 words instead of 5;
-#: 5-shingles of a short text are too few and too fragile to compare.
+#: (false positive, false negative) weights for choosing the LSH banding.
+LSH_WEIGHTS = (0.1, 0.9)
+#: Texts with fewer words than this are shingled with ``SHORT_SHINGLE`` words
+#: instead of ``LONG_SHINGLE``: 5-shingles of a short text are too few and
+#: too fragile to compare.
 SHORT_TEXT_WORDS = 30
 LONG_SHINGLE = 5
 SHORT_SHINGLE = 3
-# Shingle hashes are computed in blocks of this many shingles (x NUM_PERM
-# uint32 values, 4 MiB per block, cache-friendly) to bound memory.
+#: Shingles found in at least this share of the texts (system prompts,
+#: instruction templates) are ignored when comparing examples...
+BOILERPLATE_FRACTION = 0.1
+#: ...provided they are also in at least this many texts, so small datasets
+#: and small clusters of near-duplicates keep their shared text.
+BOILERPLATE_MIN_TEXTS = 50
+#: Shingle frequencies are counted on at most this many evenly spaced texts.
+BOILERPLATE_SAMPLE = 10_000
+# Shingle hashes are MinHashed in blocks of this many shingles (x NUM_PERM
+# uint32 values = 4 MiB, which stays in cache).
 _BLOCK_SHINGLES = 1 << 13
-# Texts are tokenised in chunks of about this many characters (~40 bytes each).
-_CHUNK_CHARS = 1 << 21
+# Texts are tokenised in chunks of about this many characters (~40 bytes of
+# working memory each).
+_CHUNK_CHARS = 1 << 19
 
-_WORD_RE = re.compile(r"\w+")
 _U64 = np.uint64
 _MIX_MUL = _U64(0x9E3779B97F4A7C15)
 _POLY_BASE = _U64(0x100000001B3)  # odd, hence invertible mod 2**64
@@ -248,7 +268,7 @@ def _word_chars(cps: np.ndarray) -> np.ndarray:
     return is_word
 
 
-def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
+def _compute_powers(n: int) -> tuple[np.ndarray, np.ndarray]:
     """``B**i`` and ``B**-i`` mod 2**64 for i < n (B odd, so invertible)."""
     base = np.full(n, _POLY_BASE, dtype=_U64)
     base[0] = 1
@@ -257,44 +277,57 @@ def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.cumprod(base), np.cumprod(inv)
 
 
+@lru_cache(maxsize=1)
+def _chunk_powers() -> tuple[np.ndarray, np.ndarray]:
+    """Powers for any normal chunk, computed once (8 MiB) and reused."""
+    return _compute_powers(_CHUNK_CHARS + 1)
+
+
+def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """At least ``n`` powers; only an oversized single text needs fresh ones."""
+    return _chunk_powers() if n <= _CHUNK_CHARS + 1 else _compute_powers(n)
+
+
+def _chunks(texts: Sequence[str]) -> Iterator[tuple[int, int]]:
+    """``(lo, hi)`` ranges of texts with about ``_CHUNK_CHARS`` characters each.
+
+    Hashing chunk by chunk bounds memory (arrays are per word and per
+    shingle) and keeps the working set in cache. A longer text gets its own.
+    """
+    lo = 0
+    while lo < len(texts):
+        hi, chars = lo + 1, len(texts[lo])
+        while hi < len(texts) and chars + len(texts[hi]) < _CHUNK_CHARS:
+            chars += len(texts[hi]) + 1
+            hi += 1
+        yield lo, hi
+        lo = hi
+
+
 def _word_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """64-bit hashes of the lower-cased ``\\w+`` words of each text, concatenated.
 
     Returns ``(hashes, word_counts)``. Words are hashed without a Python loop
-    per word: each chunk of texts becomes one array of code points, words are
-    found from the ``\\w`` mask, and each word's polynomial hash is read off
-    prefix sums (rescaled by ``B**-start`` so it doesn't depend on where the
-    word sits). The result equals hashing each ``re.findall(r"\\w+",
-    text.lower())`` word on its own; it does not depend on PYTHONHASHSEED.
+    per word: the texts become one array of code points, words are found
+    from the ``\\w`` mask, and each word's polynomial hash is read off prefix
+    sums (rescaled by ``B**-start`` so it doesn't depend on where the word
+    sits). The result equals hashing each ``re.findall(r"\\w+", text.lower())``
+    word on its own, and does not depend on PYTHONHASHSEED.
     """
-    counts = np.zeros(len(texts), dtype=np.int64)
-    out: list[np.ndarray] = []
-    forward = inverse = np.zeros(0, dtype=_U64)
-    lo = 0
-    while lo < len(texts):
-        hi, chars = lo, 0
-        while hi < len(texts) and (hi == lo or chars + len(texts[hi]) < _CHUNK_CHARS):
-            chars += len(texts[hi]) + 1
-            hi += 1
-        lowered = [t.lower() for t in texts[lo:hi]]
-        # "\n" between texts is not a word character, so no word spans two texts.
-        joined = "\n".join(lowered) + "\n"
-        cps = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
-        word = np.concatenate([[False], _word_chars(cps), [False]])
-        edges = np.flatnonzero(word[1:] != word[:-1])
-        starts, ends = edges[0::2], edges[1::2]
-        if len(starts):
-            if len(forward) < len(cps):
-                forward, inverse = _powers(max(_CHUNK_CHARS, len(cps)) + 1)
-            prefix = np.zeros(len(cps) + 1, dtype=_U64)
-            np.cumsum(cps.astype(_U64) * forward[: len(cps)], out=prefix[1:])
-            out.append(_fmix64((prefix[ends] - prefix[starts]) * inverse[starts]))
-            text_starts = np.cumsum([0] + [len(t) + 1 for t in lowered[:-1]])
-            owner = np.searchsorted(text_starts, starts, side="right") - 1
-            counts[lo:hi] = np.bincount(owner, minlength=hi - lo)
-        lo = hi
-    hashes = np.concatenate(out) if out else np.zeros(0, dtype=_U64)
-    return hashes, counts
+    lowered = [t.lower() for t in texts]
+    # "\n" between texts is not a word character, so no word spans two texts.
+    joined = "\n".join(lowered) + "\n"
+    # surrogatepass: JSON may carry lone surrogates (\ud800); they are not words.
+    cps = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    word = np.concatenate([[False], _word_chars(cps), [False]])
+    edges = np.flatnonzero(word[1:] != word[:-1])
+    starts, ends = edges[0::2], edges[1::2]
+    forward, inverse = _powers(len(cps) + 1)
+    prefix = np.zeros(len(cps) + 1, dtype=_U64)
+    np.cumsum(cps.astype(_U64) * forward[: len(cps)], out=prefix[1:])
+    hashes = _fmix64((prefix[ends] - prefix[starts]) * inverse[starts])
+    char_owner = np.repeat(np.arange(len(texts)), [len(t) + 1 for t in lowered])
+    return hashes, np.bincount(char_owner[starts], minlength=len(texts))
 
 
 def _shingle_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -361,14 +394,82 @@ def _signatures(hashes: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return sig
 
 
+def _boilerplate(sampled: np.ndarray, n_sampled: int, n_texts: int) -> np.ndarray:
+    """Sorted shingle hashes that occur in too many texts to tell any apart.
+
+    A shingle in at least ``BOILERPLATE_FRACTION`` of the texts (and at least
+    ``BOILERPLATE_MIN_TEXTS`` of them) comes from a shared system prompt or
+    instruction template. Left in, it makes unrelated examples look alike
+    (a 150-word system prompt puts every pair of short examples near 0.7)
+    and makes LSH verify a quadratic number of candidate pairs. Frequencies
+    are counted on an evenly spaced sample of ``n_sampled`` of the
+    ``n_texts`` texts (all of them up to ``BOILERPLATE_SAMPLE``);
+    ``sampled`` holds each sampled text's distinct shingle hashes.
+    """
+    if not n_sampled or n_texts < BOILERPLATE_MIN_TEXTS:
+        return np.zeros(0, dtype=np.uint32)
+    limit = max(BOILERPLATE_FRACTION * n_sampled, BOILERPLATE_MIN_TEXTS * n_sampled / n_texts)
+    values, frequency = np.unique(sampled, return_counts=True)
+    return values[frequency >= limit - 1e-9]
+
+
+def _minhash(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(signatures, shingle_counts)`` of the informative shingles of each text.
+
+    Two passes over chunks of texts: hash the shingles (counting, on a
+    sample, how many texts each occurs in), then drop boilerplate shingles
+    (see :func:`_boilerplate`) unless that would leave a text with none, and
+    MinHash the rest.
+    """
+    stride = max(1, math.ceil(len(texts) / BOILERPLATE_SAMPLE))
+    chunks: list[tuple[int, int, np.ndarray]] = []
+    sampled: list[np.ndarray] = []
+    counts = np.zeros(len(texts), dtype=np.int64)
+    for lo, hi in _chunks(texts):
+        hashes, counts[lo:hi] = _shingle_hashes(texts[lo:hi])
+        chunks.append((lo, hi, hashes))
+        in_sample = np.arange(lo, hi) % stride == 0
+        owner = np.repeat(np.arange(hi - lo, dtype=_U64)[in_sample], counts[lo:hi][in_sample])
+        keys = (owner << _U64(32)) | hashes[np.repeat(in_sample, counts[lo:hi])]
+        keys.sort()
+        distinct = np.concatenate([keys[:1], keys[1:][keys[1:] != keys[:-1]]])  # per (text, shingle)
+        sampled.append(distinct.astype(np.uint32))  # the low 32 bits: the shingle hash
+    has_text = counts > 0
+    boiler = _boilerplate(
+        np.concatenate(sampled) if sampled else np.zeros(0, dtype=np.uint32),
+        int(np.count_nonzero(has_text[::stride])),
+        int(np.count_nonzero(has_text)),
+    )
+    sig = np.empty((len(texts), NUM_PERM), dtype=np.uint32)
+    for lo, hi, hashes in chunks:
+        chunk_counts = counts[lo:hi]
+        if len(boiler):
+            owner = np.repeat(np.arange(hi - lo), chunk_counts)
+            keep = boiler[np.minimum(np.searchsorted(boiler, hashes), len(boiler) - 1)] != hashes
+            kept = np.bincount(owner[keep], minlength=hi - lo)
+            keep |= (kept == 0)[owner]  # nothing but boilerplate: compare it all
+            hashes = hashes[keep]
+            counts[lo:hi] = chunk_counts = np.where(kept == 0, chunk_counts, kept)
+        sig[lo:hi] = _signatures(hashes, chunk_counts)
+    return sig, counts
+
+
 @lru_cache(maxsize=32)
 def _lsh_params(threshold: float) -> tuple[int, int]:
-    """(bands, rows) minimising false positives + negatives at ``threshold``.
+    """(bands, rows) for LSH at ``threshold``, from datasketch's optimiser.
 
-    Delegates to datasketch's optimiser so the banding matches what
-    ``MinHashLSH(threshold, NUM_PERM)`` would use.
+    Weighted towards recall (``LSH_WEIGHTS``): every candidate is verified
+    against its signature anyway, so a false positive only costs a
+    comparison while a false negative is a missed duplicate. At 0.85 this
+    gives 11 bands of 11 rows: a pair at J = 0.85 becomes a candidate with
+    probability ~0.87, at 0.9 ~0.98, at 0.5 ~0.005. Above ~0.99 datasketch
+    wants a single band, which it refuses; two halves still find every pair
+    whose signatures (nearly) all match.
     """
-    lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
+    try:
+        lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM, weights=LSH_WEIGHTS)
+    except ValueError:
+        return 2, NUM_PERM // 2
     return lsh.b, lsh.r
 
 
@@ -404,27 +505,36 @@ def _near_clusters(sig: np.ndarray, threshold: float) -> list[tuple[int, list[tu
     for bucket, _, offsets in buckets:
         shared |= np.diff(offsets)[bucket] > 1
     assigned = np.zeros(len(sig), dtype=bool)
+    need = math.ceil(threshold * NUM_PERM - 1e-9)  # matching permutations
     clusters: list[tuple[int, list[tuple[int, float]]]] = []
     for head in np.flatnonzero(shared).tolist():
         if assigned[head]:
             continue
-        parts = []
+        head_sig = sig[head]
+        found: list[tuple[np.ndarray, np.ndarray]] = []
         for bucket, order, offsets in buckets:
             lo, hi = offsets[bucket[head]], offsets[bucket[head] + 1]
-            if hi - lo > 1:
-                members = order[lo:hi]
-                parts.append(members[np.searchsorted(members, head, side="right") :])
-        candidates = np.unique(np.concatenate(parts))
-        candidates = candidates[~assigned[candidates]]
-        if not len(candidates):
-            continue
-        sims = (sig[candidates] == sig[head]).mean(axis=1)
-        keep = sims >= threshold
-        if keep.any():
-            members = candidates[keep]
-            assigned[members] = True
+            if hi - lo < 2:
+                continue
+            members = order[lo:hi]
+            later = members[np.searchsorted(members, head, side="right") :]
+            later = later[~assigned[later]]
+            if not len(later):
+                continue
+            # Verified per band: a pair sharing several bands is matched in the
+            # first and then skipped as assigned (cheaper than a union).
+            matches = np.count_nonzero(sig[later] == head_sig, axis=1)
+            ok = matches >= need
+            if ok.any():
+                assigned[later[ok]] = True
+                found.append((later[ok], matches[ok]))
+        if found:
             assigned[head] = True
-            clusters.append((head, list(zip(members.tolist(), sims[keep].tolist(), strict=True))))
+            rows_found = np.concatenate([f[0] for f in found])
+            sims = np.concatenate([f[1] for f in found]) / NUM_PERM
+            by_row = np.argsort(rows_found)
+            pairs = zip(rows_found[by_row].tolist(), sims[by_row].tolist(), strict=True)
+            clusters.append((head, list(pairs)))
     return clusters
 
 
@@ -439,19 +549,23 @@ def find_duplicates(
     1. Exact: examples with equal :func:`content_hash` (so reformatted copies
        count as exact).
     2. Near (if ``near``): among one representative per exact group, MinHash
-       (``NUM_PERM`` permutations, fixed seed) over lower-cased word
-       5-shingles of :func:`example_text` (3-shingles under
-       ``SHORT_TEXT_WORDS`` words), candidates from LSH banding tuned to
-       ``threshold``, verified by estimated Jaccard >= ``threshold`` against
-       the earliest example of the group.
+       (``NUM_PERM`` permutations, fixed seed, computed exactly as
+       ``datasketch.MinHash`` would) over lower-cased word 5-shingles of
+       :func:`example_text` (3-shingles under ``SHORT_TEXT_WORDS`` words).
+       Shingles shared by a large part of the dataset (``BOILERPLATE_*``:
+       a common system prompt or template) are left out, so ``similarity``
+       is the estimated Jaccard of what distinguishes the examples.
+       Candidates come from LSH banding (datasketch's parameters for
+       ``threshold``, tilted towards recall) and are verified: a member's
+       estimated Jaccard to the group's kept example is >= ``threshold``.
+       Groups are stars around the kept example, never chains.
 
     An example belongs to at most one group: when a representative joins a
     near group, its exact copies come along (the group is then ``"near"``).
     Groups are ordered by their kept example; ids inside a group by input
-    order. The result depends only on the input (no set/dict-order or hash
-    seed dependence). Cost is linear apart from verifying LSH candidates, so
-    datasets where most examples share most of their text (e.g. one long
-    system prompt and short turns) run slower.
+    order. The result depends only on the input (no set/dict order, hash
+    seed or platform dependence). Cost is linear in the total text, plus
+    one signature comparison per LSH candidate pair.
 
     Raises ValueError for duplicate ids or a threshold outside (0, 1].
     """
@@ -479,11 +593,11 @@ def find_duplicates(
     near_of: dict[int, list[tuple[int, float]]] = {}
     absorbed: set[int] = set()
     if near and len(reps) > 1:
-        hashes, counts = _shingle_hashes(texts)
+        sig, counts = _minhash(texts)
         has_text = np.flatnonzero(counts > 0)
-        sig = _signatures(hashes, counts)[has_text]
-        for head, members in _near_clusters(sig, threshold):
-            rep_members = [(reps[has_text[m]], sim) for m, sim in members]
+        sig = sig[has_text]
+        for head, verified in _near_clusters(sig, threshold):
+            rep_members = [(reps[has_text[row]], sim) for row, sim in verified]
             near_of[reps[has_text[head]]] = rep_members
             absorbed.update(rep for rep, _ in rep_members)
 
@@ -521,14 +635,10 @@ def split_ids(ids: Sequence[str], validation_fraction: float, seed: int) -> tupl
     input order.
     """
     if not 0.0 < validation_fraction < 1.0:
-        raise ValueError(
-            f"validation_fraction must be strictly between 0 and 1, got {validation_fraction!r}"
-        )
+        raise ValueError(f"validation_fraction must be strictly between 0 and 1, got {validation_fraction!r}")
     n = len(ids)
     if n < 2:
-        raise ValueError(
-            f"need at least 2 examples to split into training and validation, got {n}"
-        )
+        raise ValueError(f"need at least 2 examples to split into training and validation, got {n}")
     n_val = min(max(1, round(n * validation_fraction)), n - 1)
     ranked = sorted(
         range(n),
@@ -591,9 +701,7 @@ def token_stats(
     total = trained = over = 0
     for tokens, trained_here in token_counts:
         if tokens < 0 or not 0 <= trained_here <= tokens:
-            raise ValueError(
-                f"invalid token counts ({tokens}, {trained_here}): need 0 <= trained <= tokens"
-            )
+            raise ValueError(f"invalid token counts ({tokens}, {trained_here}): need 0 <= trained <= tokens")
         counts.append(tokens)
         total += tokens
         trained += trained_here
@@ -616,30 +724,3 @@ def token_stats(
         n_epochs=n_epochs,
         estimated_training_tokens=total * n_epochs,
     )
-
-
-#: ``auto`` epochs aim for at least this many examples seen in training...
-MIN_TARGET_EXAMPLES = 100
-#: ...and at most this many.
-MAX_TARGET_EXAMPLES = 25_000
-_DEFAULT_EPOCHS = 3
-_MAX_AUTO_EPOCHS = 25
-
-
-def auto_epochs(n_examples: int) -> int:
-    """Epoch count for ``n_epochs="auto"``, following OpenAI's published heuristic.
-
-    Start from 3 epochs. If ``n_examples * 3 < MIN_TARGET_EXAMPLES`` (100),
-    use ``ceil(MIN_TARGET_EXAMPLES / n_examples)`` capped at 25, so tiny
-    datasets are still seen ~100 times; if ``n_examples * 3 >
-    MAX_TARGET_EXAMPLES`` (25 000), use ``floor(MAX_TARGET_EXAMPLES /
-    n_examples)`` but at least 1, so huge datasets don't cost 3 full passes.
-    Raises ValueError when ``n_examples < 1``.
-    """
-    if n_examples < 1:
-        raise ValueError(f"n_examples must be >= 1, got {n_examples}")
-    if n_examples * _DEFAULT_EPOCHS < MIN_TARGET_EXAMPLES:
-        return min(_MAX_AUTO_EPOCHS, math.ceil(MIN_TARGET_EXAMPLES / n_examples))
-    if n_examples * _DEFAULT_EPOCHS > MAX_TARGET_EXAMPLES:
-        return max(1, MAX_TARGET_EXAMPLES // n_examples)
-    return _DEFAULT_EPOCHS

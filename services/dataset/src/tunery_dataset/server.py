@@ -6,11 +6,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+
 from tunery.common.v1 import common_pb2
 from tunery.dataset.v1 import dataset_pb2 as pb
 from tunery.dataset.v1 import dataset_pb2_grpc
 from tunery.errors import InvalidArgument, Problem
-
 from tunery_dataset import convert
 from tunery_dataset.service import DatasetService, UploadHeader, UploadResult
 

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
+
 from tunery.errors import FailedPrecondition, InvalidArgument, Problem, ResourceExhausted
 from tunery.models import resolve
 from tunery.runtime.events import EventPublisher
-
 from tunery_dataset import curation, tokens
 from tunery_dataset.settings import DatasetSettings
 from tunery_dataset.store import DatasetInfo, DatasetStore, ExampleInfo, VersionInfo, check_tags

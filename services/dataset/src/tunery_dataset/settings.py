@@ -6,6 +6,7 @@ from typing import ClassVar
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
+
 from tunery.settings import ServiceSettings
 
 DEFAULT_PORT = 50051

@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
-from tunery.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
+from tunery.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from tunery_dataset.models import (
     DatasetRow,
     DraftEntry,

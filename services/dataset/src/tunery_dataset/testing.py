@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
-from tunery.dataset.v1 import dataset_pb2_grpc
 
+from tunery.dataset.v1 import dataset_pb2_grpc
 from tunery_dataset.app import DatasetApp
 from tunery_dataset.settings import DatasetSettings
 

@@ -1,0 +1,129 @@
+"""`tunery`: run the platform on one machine (`up`, `down`, `status`), one service (`serve`), and talk to it."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from tunery import up as upmod
+from tunery.cli import datasets, output
+from tunery.cli.output import console, info, say
+from tunery.errors import TuneryError
+
+app = typer.Typer(name="tunery", help="Tunery: fine-tune, evaluate and serve your own LLMs.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+app.add_typer(datasets.app, name="datasets")
+
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", envvar="TUNERY_DATA_DIR", show_envvar=True,
+                                                 help="State, logs and artifacts (default: ~/.tunery)")]
+
+_STATE_STYLE = {"SERVING": "green", "reachable": "green", "NOT_SERVING": "yellow"}
+
+
+@app.command()
+def up(data_dir: DataDirOpt = None,
+       nats_port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the embedded nats-server.")] = (
+           upmod.DEFAULT_NATS_PORT),
+       detach: Annotated[bool, typer.Option("--detach", "-d", help="Return once healthy; stop with `tunery down`.")
+                         ] = False,
+       timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for every service to be healthy.")] = (
+           upmod.START_TIMEOUT),
+       service: Annotated[list[str] | None, typer.Option(
+           "--service", "-s", help=f"Start only this service (repeatable; one of {', '.join(upmod.SPECS)}) "
+                                   "(default: every installed one)")] = None) -> None:
+    """Start NATS and every installed service on 127.0.0.1; Ctrl-C stops them all."""
+    for name in service or []:
+        if name not in upmod.SPECS:
+            raise typer.BadParameter(f"unknown service {name!r}; valid: {', '.join(upmod.SPECS)}",
+                                     param_hint="--service")
+    sup = upmod.Supervisor(data_dir, nats_port=nats_port, report=info, only=service or ())
+    sup.install_signals()
+    try:
+        state = sup.start(timeout)
+    except upmod.Interrupted as err:
+        info(f"{err}: stopped everything that had started")
+        raise typer.Exit(130) from None
+    except TuneryError as err:
+        output.fail(err)
+    t = output.table("component", "listens on", "pid", "log")
+    t.add_row("nats", state.nats_url + ("" if state.nats else " (external)"), str(state.nats.pid if state.nats else ""),
+              escape(state.nats_log))
+    for rec in state.services.values():
+        t.add_row(rec.name, rec.address, str(rec.proc.pid), escape(rec.log))
+    t.columns[-1].overflow = "fold"
+    console.print(t)
+    say(f"data in {escape(state.data_dir)}; state in {escape(str(sup.layout.state_file))}")
+    if detach:
+        sup.detach()
+        say("running in the background: `tunery status`, `tunery down`")
+        return
+    say("all healthy; Ctrl-C stops everything")
+    raise typer.Exit(sup.supervise())
+
+
+@app.command()
+def down(data_dir: DataDirOpt = None,
+         grace: Annotated[float, typer.Option(min=0, help="Seconds to wait for a clean stop before SIGKILL.")] = (
+             upmod.STOP_GRACE)) -> None:
+    """Stop what `tunery up` started (foreground or detached): services first, NATS last."""
+    with output.handled():
+        state = upmod.down(data_dir, grace=grace, report=info)
+    if state is None:
+        info(f"nothing to stop: no {upmod.Layout.of(data_dir).state_file}")
+        return
+    names = [n for n, _ in upmod.pids(state)]
+    say(f"stopped {', '.join(names) or 'nothing'}")
+
+
+@app.command()
+def status(data_dir: DataDirOpt = None,
+           timeout: Annotated[float, typer.Option(min=0.1, help="Seconds per health check.")] = 2.0,
+           as_json: datasets.JsonOpt = False) -> None:
+    """Health of NATS and each service; exit code 0 only when all are healthy."""
+    with output.handled():
+        rows, state = upmod.status(data_dir, timeout)
+    healthy = all(r.healthy for r in rows)
+    if as_json:
+        output.print_json({"healthy": healthy, "running": state is not None,
+                           "components": [{"name": r.component, "address": r.address, "state": r.state,
+                                           "healthy": r.healthy, "pid": r.pid, "log": r.log} for r in rows]})
+    else:
+        if state is None:
+            info(f"no `tunery up` running from {upmod.Layout.of(data_dir).data_dir}; checking configured addresses")
+        t = output.table("component", "address", "state", "pid", "log")
+        for r in rows:
+            style = _STATE_STYLE.get(r.state, "red")
+            t.add_row(r.component, r.address, f"[{style}]{r.state}[/]", str(r.pid or ""), escape(r.log))
+        t.columns[-1].overflow = "fold"
+        console.print(t)
+    raise typer.Exit(0 if healthy else 1)
+
+
+@app.command()
+def serve(service: Annotated[str, typer.Argument(help=f"One of: {', '.join(upmod.SPECS)}.")],
+          host: Annotated[str | None, typer.Option(help="Interface to bind (default: the service's setting)")] = None,
+          port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port (default: the service's)")] = None,
+          ) -> None:
+    """Run one service in the foreground (for deployments); configured by its TUNERY_<SERVICE>_* environment."""
+    if service not in upmod.SPECS:
+        raise typer.BadParameter(f"unknown service {service!r}; valid: {', '.join(upmod.SPECS)}",
+                                 param_hint="SERVICE")
+    with output.handled():
+        argv = upmod.serve_argv(service)
+    spec = upmod.SPECS[service]
+    if host:
+        os.environ[f"{spec.env_prefix}HOST"] = host
+    if port:
+        os.environ[f"{spec.env_prefix}PORT"] = str(port)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], argv)
+
+
+if __name__ == "__main__":
+    app(prog_name="tunery")

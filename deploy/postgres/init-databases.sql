@@ -1,0 +1,7 @@
+-- One database per service, owned by the `tunery` role the postgres image creates from POSTGRES_USER:
+-- each service owns its data (DESIGN.md) and none reads another's tables.
+-- Runs once, when the postgres volume is first initialised (/docker-entrypoint-initdb.d).
+CREATE DATABASE tunery_dataset OWNER tunery;
+CREATE DATABASE tunery_trainer OWNER tunery;
+CREATE DATABASE tunery_evaluator OWNER tunery;
+CREATE DATABASE tunery_gateway OWNER tunery;

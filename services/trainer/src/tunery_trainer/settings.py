@@ -1,0 +1,34 @@
+"""Settings of the trainer service and its workers (env TUNERY_TRAINER_<FIELD>)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from tunery.settings import ServiceSettings
+
+DEFAULT_PORT = 50052
+
+
+class TrainerSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="TUNERY_TRAINER_", extra="ignore", validate_default=True)
+
+    service: ClassVar[str] = "trainer"
+    default_port: ClassVar[int] = DEFAULT_PORT
+    shared_fields: ClassVar[tuple[str, ...]] = (*ServiceSettings.shared_fields, "dataset_addr", "artifacts_dir")
+
+    dataset_addr: str = Field("127.0.0.1:50051", description="gRPC address of the dataset service.")
+    artifacts_dir: str = Field("", description="Shared artifact root; empty means <data_dir>/artifacts.")
+    # Worker settings.
+    worker_name: str = Field("", description="Name of this worker in job records; empty: host-pid.")
+    ack_wait_seconds: float = Field(30.0, gt=0, description="A job whose worker is silent this long is redelivered.")
+    max_deliver: int = Field(3, ge=1, le=100, description="Attempts per job before it ends failed.")
+    heartbeat_seconds: float = Field(0.0, ge=0, description="in_progress() interval; 0 means ack_wait / 4.")
+    min_examples: int = Field(10, ge=1, description="Fewest training examples a job accepts.")
+
+    @property
+    def artifact_root(self) -> Path:
+        return Path(self.artifacts_dir) if self.artifacts_dir else self.data_dir / "artifacts"
