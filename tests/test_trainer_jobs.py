@@ -46,6 +46,8 @@ class Stack:
     dataset_addr: str
     tiny_model: Path
     loop: LoopThread
+    artifacts_on_tmpfs: bool = False
+    nats: Any = None
 
     def worker_env(self) -> dict[str, str]:
         env = {
@@ -65,6 +67,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     from tunery_trainer.modelprep import build_tiny_llama
 
     tmp = tmp_path_factory.mktemp("stack")
+    # Artifacts on a small tmpfs of their own (where mounting is allowed, as root here and in CI): the disk-full test
+    # fills it for real.
+    artifacts = tmp / "artifacts"
+    artifacts.mkdir()
+    mounted = (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(artifacts)], capture_output=True
+        ).returncode
+        == 0
+    )
     loop = LoopThread()
     with nats_server(tmp) as nats:
         ds_port, tr_port = free_port(), free_port()
@@ -95,6 +107,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 f"127.0.0.1:{ds_port}",
                 tiny,
                 loop,
+                mounted,
+                nats,
             )
         finally:
             for ch in chans:
@@ -102,6 +116,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             loop.run(tr_app.stop())
             loop.run(ds_app.stop())
             loop.close()
+            if mounted:
+                subprocess.run(["umount", "-l", str(artifacts)], check=False)
 
 
 class Workers:
@@ -220,7 +236,7 @@ def test_backends_and_models_are_listed(stack: Stack) -> None:
     assert {"echo", "peft", "trl"} <= set(backends)
     echo = backends["echo"]
     assert echo.provided_by == "tunery-echo-backend"
-    assert {f.name for f in echo.config} == {"step_seconds", "fail_at_step"}
+    assert {f.name for f in echo.config} == {"step_seconds", "fail_at_step", "crash_at_step"}
     assert all(f.help for f in echo.config)
     assert all(f.help for b in backends.values() for f in b.config), "every config field is documented"
     assert pb.METHOD_DPO in backends["trl"].methods
@@ -456,3 +472,78 @@ def test_sigkill_mid_job_resumes_on_another_worker(stack: Stack, workers: Worker
     }
     assert resume_step <= killed_at + 1
     assert sorted(set(steps)) == list(range(1, 19)), "continuous steps"
+
+
+def test_disk_full_while_checkpointing_fails_clearly(stack: Stack, workers: Workers) -> None:
+    if not stack.artifacts_on_tmpfs:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    job = create(
+        stack,
+        spec(
+            stack,
+            make_version(stack),
+            config={"step_seconds": 0.3},
+            checkpoint_every_steps=2,
+            hyperparameters=pb.Hyperparameters(n_epochs=10, batch_size=4),
+        ),
+    )
+    deadline = time.monotonic() + 60
+    while not stack.trainer.ListCheckpoints(pb.ListCheckpointsRequest(job_id=job.id)).checkpoints:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    first = stack.trainer.ListCheckpoints(pb.ListCheckpointsRequest(job_id=job.id)).checkpoints[0]
+    filler = stack.data_dir / "artifacts" / "filler"
+    try:
+        with filler.open("wb") as fh:  # fill the disk for real
+            with pytest.raises(OSError):
+                while True:
+                    fh.write(b"\0" * (1 << 20))
+                    fh.flush()
+        done = wait_state(stack, job.id, S.JOB_STATE_FAILED, S.JOB_STATE_SUCCEEDED, timeout=60)
+    finally:
+        filler.unlink(missing_ok=True)
+    assert done.state == S.JOB_STATE_FAILED
+    assert done.error.code == "disk_full" and "earlier checkpoints are intact" in done.error.message
+    assert done.attempts == 1, "a full disk is not retried in a loop"
+    ckpt = stack.data_dir / "artifacts" / first.path
+    assert (ckpt / "state.safetensors").stat().st_size > 0 and (ckpt / ".tunery-complete").exists()
+
+
+def test_a_job_that_kills_its_workers_ends_failed(stack: Stack, workers: Workers) -> None:
+    job = create(stack, spec(stack, make_version(stack), config={"crash_at_step": 2}))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        state = stack.trainer.GetJob(pb.GetJobRequest(job_id=job.id)).job.state
+        if state in (S.JOB_STATE_FAILED, S.JOB_STATE_SUCCEEDED):
+            break
+        alive = [p for p in workers.procs if p.poll() is None]
+        if len(alive) < 2:
+            workers.start()  # a supervisor restarts crashed workers; the job must not crash them forever
+        time.sleep(0.2)
+    done = stack.trainer.GetJob(pb.GetJobRequest(job_id=job.id)).job
+    assert done.state == S.JOB_STATE_FAILED
+    assert done.error.code == "worker_lost" and "3 times" in done.error.message
+    assert done.attempts == 3
+
+
+def test_a_nats_outage_mid_job_loses_nothing(stack: Stack, workers: Workers) -> None:
+    job = create(
+        stack,
+        spec(
+            stack,
+            make_version(stack),
+            config={"step_seconds": 0.2},
+            checkpoint_every_steps=4,
+            hyperparameters=pb.Hyperparameters(n_epochs=5, batch_size=4),
+        ),
+    )
+    deadline = time.monotonic() + 60
+    while stack.trainer.GetJob(pb.GetJobRequest(job_id=job.id)).job.step < 5:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    stack.nats.stop()  # every service and worker loses NATS; JetStream keeps its state on disk
+    time.sleep(2)
+    stack.nats.start()
+    done = wait_state(stack, job.id, S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED, timeout=120)
+    assert done.state == S.JOB_STATE_SUCCEEDED and done.step == done.total_steps == 30
+    assert sorted(set(steps_of(all_events(stack, job.id)))) == list(range(1, 31)), "no event lost"

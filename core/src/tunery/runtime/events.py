@@ -105,7 +105,7 @@ class EventPublisher:
                 if attempt == attempts - 1:
                     log.error("could not publish %s on %s: %s", event.type, subject, err)
                     raise
-                await asyncio.sleep(0.2 * 2**attempt)
+                await asyncio.sleep(min(2.0, 0.2 * 2**attempt))
         raise AssertionError("unreachable")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from datetime import UTC
 from typing import Any
@@ -19,7 +20,7 @@ from nats.js.errors import BadRequestError, NotFoundError
 from tunery.errors import FailedPrecondition
 from tunery.runtime import events
 from tunery.trainer.v1 import trainer_pb2 as pb
-from tunery_trainer import states
+from tunery_trainer import queue, states
 from tunery_trainer.models import now
 from tunery_trainer.service import TrainerService
 
@@ -107,6 +108,29 @@ class Ingest:
                 await js.add_consumer(events.STREAM, config)
         self.sub = await js.pull_subscribe(SUBJECT, durable=DURABLE, stream=events.STREAM)
         self.task = asyncio.get_running_loop().create_task(self._loop())
+        advisory = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{queue.JOBS_STREAM}.{queue.CONSUMER}"
+        self.advisories = await self.nc.subscribe(advisory, cb=self._max_deliveries)
+
+    async def _max_deliveries(self, msg: Any) -> None:
+        """A job whose workers died max_deliver times (killed, out of memory) ends failed instead of hanging."""
+        try:
+            info = json.loads(msg.data)
+            js = self.nc.jetstream()
+            raw = await js.get_msg(queue.JOBS_STREAM, int(info["stream_seq"]))
+            task = pb.TrainTask()
+            task.ParseFromString(raw.data or b"")
+            n = int(info.get("deliveries", 0))
+            await self.service.fail(
+                task.job.id,
+                "worker_lost",
+                f"the workers running this job stopped {n} times without reporting back (killed or out of memory?); "
+                "it was not retried again. Resume it from its latest checkpoint by creating a new job, or look at the "
+                "worker logs",
+                "",
+            )
+            await js.delete_msg(queue.JOBS_STREAM, int(info["stream_seq"]))
+        except Exception:
+            log.exception("could not handle a max-deliveries advisory")
 
     async def _loop(self) -> None:
         while True:
@@ -146,3 +170,5 @@ class Ingest:
                 await self.task
         with contextlib.suppress(Exception):
             await self.sub.unsubscribe()
+        with contextlib.suppress(Exception):
+            await self.advisories.unsubscribe()

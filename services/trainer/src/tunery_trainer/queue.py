@@ -91,3 +91,18 @@ async def get_control(js: JetStreamContext, job_id: str) -> ControlFlag:
     except KeyNotFoundError:
         return ControlFlag()
     return ControlFlag.decode(entry.value)
+
+
+async def take_lease(js: JetStreamContext, job_id: str, holder: str) -> None:
+    """Record who trains the job now; an earlier holder that sees another name stops (it lost its delivery)."""
+    kv = await js.key_value(CONTROL_BUCKET)
+    await kv.put(f"lease.{job_id}", holder.encode())
+
+
+async def lease_holder(js: JetStreamContext, job_id: str) -> str:
+    kv = await js.key_value(CONTROL_BUCKET)
+    try:
+        entry = await kv.get(f"lease.{job_id}")
+    except KeyNotFoundError:
+        return ""
+    return (entry.value or b"").decode()

@@ -90,9 +90,13 @@ class JobReporter:
         self.artifacts = artifacts
         self.control_flag: Control = "continue"
         self.stop_reason = ""
+        self.lease = ""
+        self.abandoned = False
         self.total_steps = 0
 
     def _send(self, ev: pb.JobEvent, kind: str, key: str) -> None:
+        if self.abandoned:
+            return
         event_id = f"job.{self.job_id}.a{self.attempt}.{kind}.{key}"
         self.worker.loop.call_soon_threadsafe(self.worker.outbox.put_nowait, (ev, event_id))
 
@@ -207,6 +211,8 @@ class Worker:
         key = f"{job.id}.g{task.generation}.a{attempt}"
         reporter = JobReporter(self, job.id, attempt, self.artifacts)
         reporter.attempt = int(f"{task.generation}{attempt:03d}")
+        reporter.lease = f"{self.name}/{key}"
+        await queue.take_lease(js, job.id, reporter.lease)
         start = state_event(job.id, "queued", "running", f"worker {self.name} picked it up (attempt {attempt})")
         start.state_change.worker = self.name
         await self._emit(start, f"job.{key}.running")
@@ -221,6 +227,9 @@ class Worker:
         finally:
             heartbeat.cancel()
             self.current = ""
+        if reporter.abandoned:
+            log.warning("job %s went to another worker while this one was cut off; dropping this run", job.id)
+            return
         await self._finished(msg, task, result, reporter, key)
 
     async def _heartbeat(self, msg: Msg, reporter: JobReporter, job_id: str) -> None:
@@ -229,6 +238,12 @@ class Worker:
         while True:
             await asyncio.sleep(min(interval, 1.0))
             try:
+                holder = await queue.lease_holder(js, job_id)
+                if holder and holder != reporter.lease:
+                    # The job was redelivered (this worker lost NATS for longer than ack_wait): stop, publish nothing.
+                    reporter.abandoned = True
+                    reporter.control_flag = "cancel"
+                    return
                 flag = await queue.get_control(js, job_id)
                 if flag.action != "run" and reporter.control_flag == "continue":
                     log.info("job %s: %s requested", job_id, flag.action)
@@ -306,9 +321,7 @@ class Worker:
 
     async def _failed(self, msg: Msg, task: pb.TrainTask, attempt: int, err: Exception, key: str) -> None:
         job_id = task.job.id
-        code = "training_error"
-        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-            code = "disk_full"
+        code = "disk_full" if _disk_full(err) else "training_error"
         message = f"{type(err).__name__}: {err}"
         if code == "disk_full":
             message = (
@@ -325,6 +338,19 @@ class Worker:
         ev = state_event(job_id, "running", "failed", message, pb.JobError(code=code, message=message))
         await self._emit(ev, f"job.{key}.failed")
         await msg.ack_sync()
+
+
+def _disk_full(err: BaseException | None) -> bool:
+    """ENOSPC anywhere in the chain (libraries such as safetensors wrap the OSError)."""
+    seen = 0
+    while err is not None and seen < 10:
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(err):
+            return True
+        err = err.__cause__ or err.__context__
+        seen += 1
+    return False
 
 
 async def main_async(settings: TrainerSettings) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -21,6 +22,9 @@ from safetensors.numpy import load_file, save_file
 class EchoConfig:
     step_seconds: float = field(default=0.0, metadata={"help": "Sleep per step, to make jobs last in tests."})
     fail_at_step: int = field(default=0, metadata={"help": "Raise at this step (0: never), to test failures."})
+    crash_at_step: int = field(
+        default=0, metadata={"help": "Kill the worker process at this step (0: never), to test crash recovery."}
+    )
 
 
 class EchoBackend:
@@ -60,6 +64,8 @@ class EchoBackend:
                 if control == "pause":
                     checkpoint(step - 1)
                 return TrainingResult("cancelled" if control == "cancel" else "paused", step - 1, total, 0, None)
+            if config.crash_at_step and step == config.crash_at_step:
+                os._exit(137)
             if config.fail_at_step and step == config.fail_at_step:
                 raise RuntimeError(f"echo backend asked to fail at step {step}")
             i = (step - 1) % per_epoch
