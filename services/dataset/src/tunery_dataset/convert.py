@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-from google.protobuf import timestamp_pb2
-
 from tunery.dataset.v1 import dataset_pb2 as pb
+from tunery.runtime.protoconv import ts
 from tunery_dataset.curation import DuplicateGroup
 from tunery_dataset.store import DatasetInfo, ExampleInfo, VersionInfo
-
-
-def ts(dt: datetime) -> timestamp_pb2.Timestamp:
-    out = timestamp_pb2.Timestamp()
-    out.FromDatetime(dt if dt.tzinfo else dt.replace(tzinfo=UTC))
-    return out
 
 
 def dataset(d: DatasetInfo) -> pb.Dataset:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import re
 import uuid
@@ -15,6 +14,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from tunery.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from tunery.pagination import next_token, page_bounds
 from tunery_dataset.models import (
     DatasetRow,
     DraftEntry,
@@ -27,8 +27,6 @@ from tunery_dataset.models import (
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
-MAX_PAGE = 1000
-DEFAULT_PAGE = 50
 BATCH = 2000
 # An upload lock older than this is considered abandoned (its process died) and may be taken over.
 UPLOAD_LOCK_TTL = timedelta(hours=6)
@@ -81,25 +79,6 @@ def encode_tags(tags: Iterable[str]) -> str:
 
 def decode_tags(s: str) -> list[str]:
     return [t for t in s.split("|") if t]
-
-
-def page_bounds(page_size: int, page_token: str) -> tuple[int, int]:
-    size = DEFAULT_PAGE if page_size <= 0 else min(page_size, MAX_PAGE)
-    if not page_token:
-        return 0, size
-    try:
-        offset = int(base64.urlsafe_b64decode(page_token.encode()).decode().removeprefix("o:"))
-    except Exception as err:
-        raise InvalidArgument(
-            f"page_token {page_token!r} is not a token this service issued",
-            code="invalid_page_token",
-            field="page.page_token",
-        ) from err
-    return max(offset, 0), size
-
-
-def next_token(offset: int, size: int, total: int) -> str:
-    return base64.urlsafe_b64encode(f"o:{offset + size}".encode()).decode() if offset + size < total else ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from google.protobuf import json_format
 
-from google.protobuf import json_format, timestamp_pb2
-
+from tunery.runtime.protoconv import ts
 from tunery.trainer.v1 import trainer_pb2 as pb
 from tunery_trainer import states
 from tunery_trainer.store import JobRecord
-
-
-def ts(dt: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if dt is None:
-        return None
-    out = timestamp_pb2.Timestamp()
-    out.FromDatetime(dt if dt.tzinfo else dt.replace(tzinfo=UTC))
-    return out
 
 
 def spec_from_json(text: str) -> pb.JobSpec:
@@ -50,9 +41,8 @@ def job(r: JobRecord) -> pb.Job:
         eta_seconds=r.eta_seconds,
     )
     for name, value in (("create_time", r.created_at), ("start_time", r.started_at), ("end_time", r.ended_at)):
-        stamp = ts(value)
-        if stamp is not None:
-            getattr(out, name).CopyFrom(stamp)
+        if value is not None:
+            getattr(out, name).CopyFrom(ts(value))
     if r.error_code:
         out.error.CopyFrom(pb.JobError(code=r.error_code, message=r.error_message, param=r.error_param))
     return out

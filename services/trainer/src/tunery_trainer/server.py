@@ -71,9 +71,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         out = []
         for r in rows:
             ck = pb.Checkpoint(step=r["step"], epoch=r["epoch"], path=r["path"])
-            stamp = convert.ts(r["created_at"])
-            if stamp is not None:
-                ck.create_time.CopyFrom(stamp)
+            ck.create_time.CopyFrom(convert.ts(r["created_at"]))
             out.append(ck)
         return pb.ListCheckpointsResponse(checkpoints=out)
 

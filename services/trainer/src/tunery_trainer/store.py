@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from tunery.errors import FailedPrecondition, InvalidArgument, NotFound
+from tunery.pagination import next_token, page_bounds
 from tunery.trainer.v1 import trainer_pb2 as pb
 from tunery_trainer import states
 from tunery_trainer.models import CheckpointRow, JobEventRow, JobRow, now
@@ -20,7 +21,6 @@ from tunery_trainer.models import CheckpointRow, JobEventRow, JobRow, now
 J = JobRow.__table__
 EV = JobEventRow.__table__
 CK = CheckpointRow.__table__
-MAX_PAGE = 1000
 
 
 def new_job_id() -> str:
@@ -38,28 +38,6 @@ class JobRecord:
             return self.row[name]
         except KeyError as err:
             raise AttributeError(name) from err
-
-
-def _page(page_size: int, page_token: str) -> tuple[int, int]:
-    import base64
-
-    size = 50 if page_size <= 0 else min(page_size, MAX_PAGE)
-    if not page_token:
-        return 0, size
-    try:
-        return int(base64.urlsafe_b64decode(page_token.encode()).decode().removeprefix("o:")), size
-    except Exception as err:
-        raise InvalidArgument(
-            f"page_token {page_token!r} is not a token this service issued",
-            code="invalid_page_token",
-            field="page.page_token",
-        ) from err
-
-
-def _next(offset: int, size: int, total: int) -> str:
-    import base64
-
-    return base64.urlsafe_b64encode(f"o:{offset + size}".encode()).decode() if offset + size < total else ""
 
 
 class JobStore:
@@ -101,7 +79,7 @@ class JobStore:
     def list(
         self, page_size: int, page_token: str, state: str, base_model: str, dataset_ids: Sequence[str] | None
     ) -> tuple[list[JobRecord], str, int]:
-        offset, size = _page(page_size, page_token)
+        offset, size = page_bounds(page_size, page_token)
         cond = []
         if state:
             cond.append(J.c.state == state)
@@ -114,7 +92,7 @@ class JobStore:
             rows = conn.execute(
                 select(J).where(*cond).order_by(J.c.created_at.desc(), J.c.id).offset(offset).limit(size)
             ).all()
-        return [JobRecord(dict(r._mapping)) for r in rows], _next(offset, size, total), total
+        return [JobRecord(dict(r._mapping)) for r in rows], next_token(offset, size, total), total
 
     def update(self, job_id: str, **values: Any) -> None:
         with self.engine.begin() as conn:
