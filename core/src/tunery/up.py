@@ -3,8 +3,8 @@
 The supervisor records what it started in `<data_dir>/run/up.json` (pids with their start times, ports, the NATS
 URL), so that `tunery down` and `tunery status` in another terminal act on exactly those processes, and a pid that
 the kernel has since handed to an unrelated program is never signalled. Services run in their own sessions: a
-Ctrl-C in the terminal reaches only the supervisor, which then stops services first and NATS last, so in-flight
-work can still publish its events while draining.
+Ctrl-C in the terminal reaches only the supervisor, which then stops trainer workers first (they checkpoint and
+hand their job back), then services, and NATS last, so in-flight work can still publish its events while draining.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import fcntl
 import importlib.util
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -97,6 +98,12 @@ SERVICES: tuple[ServiceSpec, ...] = (
 )
 SPECS = {s.name: s for s in SERVICES}
 
+WORKER = "trainer-worker"
+"""`tunery serve trainer-worker`: a process that pulls training jobs from the NATS work queue; it serves no port."""
+WORKER_MODULE = "tunery_trainer.worker"
+WORKER_READY = re.compile(rb"^trainer worker \S+ ready$", re.MULTILINE)
+"""The line a worker prints once it is subscribed to the queue (tunery_trainer.worker); its only health signal."""
+
 
 def spec(name: str) -> ServiceSpec:
     if name not in SPECS:
@@ -168,19 +175,30 @@ class ServiceRecord:
 
 
 @dataclass(slots=True)
+class WorkerRecord:
+    """A trainer worker: no address to ask, so its health is whether the process still runs."""
+
+    name: str
+    module: str
+    log: str
+    proc: ProcRecord
+
+
+@dataclass(slots=True)
 class RunState:
     data_dir: str
     nats_url: str
     nats: ProcRecord | None
     nats_log: str
     services: dict[str, ServiceRecord] = field(default_factory=dict)
+    workers: list[WorkerRecord] = field(default_factory=list)
     supervisor: ProcRecord | None = None
     ready: bool = False
     started_at: str = ""
     version: int = STATE_VERSION
 
     def processes(self) -> list[ProcRecord]:
-        procs = [s.proc for s in self.services.values()]
+        procs = [w.proc for w in self.workers] + [s.proc for s in self.services.values()]
         return procs + [p for p in (self.nats, self.supervisor) if p is not None]
 
     def any_alive(self) -> bool:
@@ -213,8 +231,12 @@ class RunState:
                                                                         str(s["proc"].get("start", ""))))
                 for name, s in raw.get("services", {}).items()
             }
+            workers = [WorkerRecord(w["name"], w["module"], w["log"], ProcRecord(int(w["proc"]["pid"]),
+                                                                                 str(w["proc"].get("start", ""))))
+                       for w in raw.get("workers", [])]
             return cls(data_dir=raw["data_dir"], nats_url=raw["nats_url"], nats=proc(raw.get("nats")),
-                       nats_log=raw.get("nats_log", ""), services=services, supervisor=proc(raw.get("supervisor")),
+                       nats_log=raw.get("nats_log", ""), services=services, workers=workers,
+                       supervisor=proc(raw.get("supervisor")),
                        ready=bool(raw.get("ready")), started_at=raw.get("started_at", ""),
                        version=int(raw.get("version", STATE_VERSION)))
         except (KeyError, TypeError, ValueError) as err:
@@ -401,6 +423,9 @@ def status(data_dir: Path | str | None = None, timeout: float = 2.0) -> tuple[li
     for name, address, kind, pid, log in targets:
         h = check_health(address, kind, timeout)
         rows.append(StatusRow(name, address, h, h == "SERVING", pid, log))
+    for w in state.workers if state is not None else ():
+        alive = w.proc.alive()
+        rows.append(StatusRow(w.name, "", "running" if alive else "not running", alive, w.proc.pid, w.log))
     return rows, state
 
 
@@ -417,22 +442,28 @@ class AlreadyRunning(FailedPrecondition):
 
 def _describe(state: RunState) -> str:
     where = ", ".join(f"{r.name} on {r.address}" for r in state.services.values()) or "no services"
+    if state.workers:
+        where += f", {len(state.workers)} trainer worker(s)"
     mode = f"foreground, pid {state.supervisor.pid}" if state.supervisor and state.supervisor.alive() else "detached"
     return f"{where}; NATS at {state.nats_url} ({mode})"
 
 
 class Supervisor:
-    """Starts NATS and the services, waits until they are healthy, and stops them in reverse order."""
+    """Starts NATS, the services and trainer workers, waits until they are ready, and stops them in reverse order."""
 
     def __init__(self, data_dir: Path | str | None, *, nats_port: int = DEFAULT_NATS_PORT, report: Report = print,
-                 grace: float = STOP_GRACE, only: Sequence[str] = ()) -> None:
+                 grace: float = STOP_GRACE, only: Sequence[str] = (), workers: int = 1) -> None:
+        if workers < 0:
+            raise InvalidArgument(f"workers must be 0 or more, not {workers}", code="invalid_workers", field="workers")
         self.layout = Layout.of(data_dir)
         self.only = [spec(n).name for n in only]
+        self.workers = workers
         self.nats_port = nats_port
         self.report = report
         self.grace = grace
         self.nats: NatsServer | None = None
         self.popens: dict[str, subprocess.Popen[bytes]] = {}
+        self.worker_popens: dict[str, subprocess.Popen[bytes]] = {}
         self.state: RunState | None = None
         self._lock_fd: int | None = None
         self._stop = threading.Event()
@@ -526,16 +557,49 @@ class Supervisor:
         assert self.nats.proc is not None
         return self.nats.url, ProcRecord.of(self.nats.proc.pid), str(log)
 
+    def _popen(self, module: str, log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        """In its own session (a terminal's Ctrl-C reaches only the supervisor), output appended to `log`."""
+        with log.open("ab") as fh:
+            fh.write(f"\n=== tunery up: starting {module} at {datetime.now(UTC).isoformat()} ===\n".encode())
+            fh.flush()
+            return subprocess.Popen([sys.executable, "-m", module], env=env, stdin=subprocess.DEVNULL, stdout=fh,
+                                    stderr=subprocess.STDOUT, cwd=self.layout.data_dir, start_new_session=True)
+
     def _spawn(self, s: ServiceSpec, env: dict[str, str]) -> ServiceRecord:
         log = self.layout.log(s.name)
-        with log.open("ab") as fh:
-            fh.write(f"\n=== tunery up: starting {s.module} at {datetime.now(UTC).isoformat()} ===\n".encode())
-            fh.flush()
-            proc = subprocess.Popen([sys.executable, "-m", s.module], env=env, stdin=subprocess.DEVNULL, stdout=fh,
-                                    stderr=subprocess.STDOUT, cwd=self.layout.data_dir, start_new_session=True)
-        self.popens[s.name] = proc
+        proc = self.popens[s.name] = self._popen(s.module, log, env)
         port = int(env[f"{s.env_prefix}PORT"])
         return ServiceRecord(s.name, s.module, f"{HOST}:{port}", port, str(log), s.health, ProcRecord.of(proc.pid))
+
+    def _spawn_worker(self, index: int, env: dict[str, str]) -> tuple[WorkerRecord, int]:
+        """Returns the record and where this run's output starts in the (appended) log."""
+        name = f"{WORKER}-{index}"
+        log = self.layout.log(name)
+        offset = log.stat().st_size if log.exists() else 0
+        proc = self.worker_popens[name] = self._popen(WORKER_MODULE, log, env)
+        return WorkerRecord(name, WORKER_MODULE, str(log), ProcRecord.of(proc.pid)), offset
+
+    def _wait_workers_ready(self, offsets: dict[str, int], timeout: float) -> None:
+        """A worker is ready once it says so in its log: it has no port, but a bad NATS URL should fail `up` now."""
+        assert self.state is not None
+        pending = {w.name: w for w in self.state.workers}
+        deadline = time.monotonic() + timeout
+        while pending:
+            for name, rec in list(pending.items()):
+                rc = self.worker_popens[name].poll()
+                if rc is not None:
+                    raise FailedPrecondition(f"{name} exited with code {rc} while starting; last lines of "
+                                             f"{rec.log}:\n{log_tail(rec.log)}", code="worker_start_failed")
+                with contextlib.suppress(OSError), open(rec.log, "rb") as fh:
+                    fh.seek(offsets[name])
+                    if WORKER_READY.search(fh.read()):
+                        del pending[name]
+            if pending and time.monotonic() > deadline:
+                name, rec = next(iter(pending.items()))
+                raise FailedPrecondition(f"{name} did not become ready within {timeout:.0f} s; last lines of "
+                                         f"{rec.log}:\n{log_tail(rec.log)}", code="worker_start_timeout")
+            if pending:
+                time.sleep(0.1)
 
     def _wait_healthy(self, timeout: float) -> None:
         assert self.state is not None
@@ -575,6 +639,8 @@ class Supervisor:
                 env[f"{s.env_prefix}HOST"] = HOST
                 env[f"{s.env_prefix}PORT"] = str(s.port())
                 env[f"{s.env_prefix}ADDR"] = f"{HOST}:{s.port()}"  # so services find each other
+            if "dataset" in (s.name for s in plan):  # the trainer (and its workers) use the dataset service we start
+                env["TUNERY_TRAINER_DATASET_ADDR"] = env["TUNERY_DATASET_ADDR"]
             self.state = RunState(str(self.layout.data_dir), nats_url, nats_proc, nats_log,
                                   supervisor=ProcRecord.of(os.getpid()),
                                   started_at=datetime.now(UTC).isoformat(timespec="seconds"))
@@ -582,7 +648,15 @@ class Supervisor:
                 self.state.services[s.name] = self._spawn(s, env)
                 self.state.write(self.layout)
             self.state.write(self.layout)
+            started = time.monotonic()
             self._wait_healthy(timeout)
+            if "trainer" in self.state.services and self.workers:
+                offsets = {}
+                for i in range(self.workers):
+                    rec, offsets[rec.name] = self._spawn_worker(i, env)
+                    self.state.workers.append(rec)
+                    self.state.write(self.layout)
+                self._wait_workers_ready(offsets, max(10.0, timeout - (time.monotonic() - started)))
             self.state.ready = True
             self.state.write(self.layout)
             self._starting = False
@@ -599,6 +673,7 @@ class Supervisor:
         self.state.supervisor = None
         self.state.write(self.layout)
         self.popens.clear()  # they are on their own now
+        self.worker_popens.clear()
         self.nats = None
         self._unlock()
         return self.state
@@ -607,13 +682,14 @@ class Supervisor:
         """Block until a signal (exit 0) or until a process dies on its own (exit 1); then stop everything."""
         assert self.state is not None
         code = 0
+        logs = {w.name: w.log for w in self.state.workers} | {n: r.log for n, r in self.state.services.items()}
         while not self._stop.wait(0.5):
-            dead = [(n, p.returncode) for n, p in self.popens.items() if p.poll() is not None]
+            dead = [(n, p.returncode) for n, p in (self.popens | self.worker_popens).items() if p.poll() is not None]
             if self.nats and self.nats.proc and self.nats.proc.poll() is not None:
                 dead.append(("nats", self.nats.proc.returncode))
             if dead:
                 for name, rc in dead:
-                    log = self.state.services[name].log if name in self.state.services else self.state.nats_log
+                    log = logs.get(name, self.state.nats_log)
                     self._say(f"{name} exited with code {rc} on its own; see {log}. Stopping everything.")
                 code = 1
                 break
@@ -624,21 +700,31 @@ class Supervisor:
         return code
 
     def stop(self) -> None:
-        """Services in reverse start order, NATS last, then forget the run."""
-        procs = {}
+        """Workers first (while the trainer still takes their hand-back), services in reverse start order, NATS last,
+        then forget the run."""
+        procs: dict[str, ProcRecord] = {}
+        workers: dict[str, ProcRecord] = {}
         if self.state is not None:
             procs = {n: r.proc for n, r in self.state.services.items()}
+            workers = {w.name: w.proc for w in self.state.workers}
         for name, p in self.popens.items():
             procs.setdefault(name, ProcRecord(p.pid))
+        for name, p in self.worker_popens.items():
+            workers.setdefault(name, ProcRecord(p.pid))
         ordered = [procs[n] for n in reversed([s.name for s in SERVICES]) if n in procs]
-        popens = {p.pid: p for p in self.popens.values()}
-        killed = stop_processes(ordered, self.grace, popens=popens, force=lambda: self._force)
+        popens = {p.pid: p for p in (*self.popens.values(), *self.worker_popens.values())}
+        def force() -> bool:
+            return self._force
+
+        killed = stop_processes(list(workers.values()), self.grace, popens=popens, force=force)
+        killed += stop_processes(ordered, self.grace, popens=popens, force=force)
         for pid in killed:
             self._say(f"pid {pid} did not stop within {self.grace:.0f} s: killed")
         if self.nats is not None:
             self.nats.stop(kill=self._force)
             self.nats = None
         self.popens.clear()
+        self.worker_popens.clear()
         remove_state(self.layout)
         self._unlock()
 
@@ -655,8 +741,9 @@ def down(data_dir: Path | str | None, *, grace: float = STOP_GRACE, report: Repo
         deadline = time.monotonic() + grace + 10
         while sup.alive() and time.monotonic() < deadline:
             time.sleep(0.05)
+    killed = stop_processes([w.proc for w in state.workers], grace)
     services = [state.services[s.name].proc for s in reversed(SERVICES) if s.name in state.services]
-    killed = stop_processes(services, grace)
+    killed += stop_processes(services, grace)
     if state.nats is not None:
         killed += stop_processes([state.nats], grace)
     for pid in killed:
@@ -668,12 +755,19 @@ def down(data_dir: Path | str | None, *, grace: float = STOP_GRACE, report: Repo
 def pids(state: RunState) -> Iterator[tuple[str, int]]:
     for name, rec in state.services.items():
         yield name, rec.proc.pid
+    for w in state.workers:
+        yield w.name, w.proc.pid
     if state.nats is not None:
         yield "nats", state.nats.pid
 
 
 def serve_argv(name: str) -> list[str]:
-    """The command `tunery serve` execs: the service's own module under this interpreter."""
+    """The command `tunery serve` execs: the service's own module (or the trainer worker) under this interpreter."""
+    if name == WORKER:
+        if not SPECS["trainer"].installed:
+            raise FailedPrecondition(f"trainer workers come with the trainer service: pip install "
+                                     f"{SPECS['trainer'].package}", code="service_not_installed", field="service")
+        return [sys.executable, "-m", WORKER_MODULE]
     s = spec(name)
     if not s.installed:
         raise FailedPrecondition(f"the {name} service is not installed: pip install {s.package}",

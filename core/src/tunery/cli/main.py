@@ -11,18 +11,20 @@ import typer
 from rich.markup import escape
 
 from tunery import up as upmod
-from tunery.cli import datasets, output
+from tunery.cli import datasets, jobs, output
 from tunery.cli.output import console, info, say
 from tunery.errors import TuneryError
 
 app = typer.Typer(name="tunery", help="Tunery: fine-tune, evaluate and serve your own LLMs.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 app.add_typer(datasets.app, name="datasets")
+app.add_typer(jobs.app, name="jobs")
 
 DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", envvar="TUNERY_DATA_DIR", show_envvar=True,
                                                  help="State, logs and artifacts (default: ~/.tunery)")]
 
-_STATE_STYLE = {"SERVING": "green", "reachable": "green", "NOT_SERVING": "yellow"}
+_STATE_STYLE = {"SERVING": "green", "reachable": "green", "running": "green", "NOT_SERVING": "yellow"}
+_SERVE_TARGETS = (*upmod.SPECS, upmod.WORKER)
 
 
 @app.command()
@@ -35,13 +37,16 @@ def up(data_dir: DataDirOpt = None,
            upmod.START_TIMEOUT),
        service: Annotated[list[str] | None, typer.Option(
            "--service", "-s", help=f"Start only this service (repeatable; one of {', '.join(upmod.SPECS)}) "
-                                   "(default: every installed one)")] = None) -> None:
-    """Start NATS and every installed service on 127.0.0.1; Ctrl-C stops them all."""
+                                   "(default: every installed one)")] = None,
+       workers: Annotated[int, typer.Option("--workers", min=0, help="Trainer workers to start once the trainer "
+                                            "service is healthy; each trains one job at a time (0: none).")] = 1,
+       ) -> None:
+    """Start NATS, every installed service and trainer workers on 127.0.0.1; Ctrl-C stops them all."""
     for name in service or []:
         if name not in upmod.SPECS:
             raise typer.BadParameter(f"unknown service {name!r}; valid: {', '.join(upmod.SPECS)}",
                                      param_hint="--service")
-    sup = upmod.Supervisor(data_dir, nats_port=nats_port, report=info, only=service or ())
+    sup = upmod.Supervisor(data_dir, nats_port=nats_port, report=info, only=service or (), workers=workers)
     sup.install_signals()
     try:
         state = sup.start(timeout)
@@ -55,6 +60,8 @@ def up(data_dir: DataDirOpt = None,
               escape(state.nats_log))
     for rec in state.services.values():
         t.add_row(rec.name, rec.address, str(rec.proc.pid), escape(rec.log))
+    for w in state.workers:
+        t.add_row(w.name, "(no port; pulls jobs from NATS)", str(w.proc.pid), escape(w.log))
     t.columns[-1].overflow = "fold"
     console.print(t)
     say(f"data in {escape(state.data_dir)}; state in {escape(str(sup.layout.state_file))}")
@@ -70,7 +77,7 @@ def up(data_dir: DataDirOpt = None,
 def down(data_dir: DataDirOpt = None,
          grace: Annotated[float, typer.Option(min=0, help="Seconds to wait for a clean stop before SIGKILL.")] = (
              upmod.STOP_GRACE)) -> None:
-    """Stop what `tunery up` started (foreground or detached): services first, NATS last."""
+    """Stop what `tunery up` started (foreground or detached): trainer workers, then services, NATS last."""
     with output.handled():
         state = upmod.down(data_dir, grace=grace, report=info)
     if state is None:
@@ -84,7 +91,7 @@ def down(data_dir: DataDirOpt = None,
 def status(data_dir: DataDirOpt = None,
            timeout: Annotated[float, typer.Option(min=0.1, help="Seconds per health check.")] = 2.0,
            as_json: datasets.JsonOpt = False) -> None:
-    """Health of NATS and each service; exit code 0 only when all are healthy."""
+    """Health of NATS, each service and each trainer worker; exit code 0 only when all are healthy."""
     with output.handled():
         rows, state = upmod.status(data_dir, timeout)
     healthy = all(r.healthy for r in rows)
@@ -105,21 +112,26 @@ def status(data_dir: DataDirOpt = None,
 
 
 @app.command()
-def serve(service: Annotated[str, typer.Argument(help=f"One of: {', '.join(upmod.SPECS)}.")],
+def serve(service: Annotated[str, typer.Argument(help=f"One of: {', '.join(_SERVE_TARGETS)}.")],
           host: Annotated[str | None, typer.Option(help="Interface to bind (default: the service's setting)")] = None,
           port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port (default: the service's)")] = None,
           ) -> None:
-    """Run one service in the foreground (for deployments); configured by its TUNERY_<SERVICE>_* environment."""
-    if service not in upmod.SPECS:
-        raise typer.BadParameter(f"unknown service {service!r}; valid: {', '.join(upmod.SPECS)}",
+    """Run one service, or a trainer worker, in the foreground (for deployments); configured by its
+    TUNERY_<SERVICE>_* environment (a worker reads the trainer's)."""
+    if service not in _SERVE_TARGETS:
+        raise typer.BadParameter(f"unknown service {service!r}; valid: {', '.join(_SERVE_TARGETS)}",
                                  param_hint="SERVICE")
+    if service == upmod.WORKER and (host or port):
+        raise typer.BadParameter("a trainer worker listens on no port; it pulls jobs from NATS",
+                                 param_hint="--host/--port")
     with output.handled():
         argv = upmod.serve_argv(service)
-    spec = upmod.SPECS[service]
-    if host:
-        os.environ[f"{spec.env_prefix}HOST"] = host
-    if port:
-        os.environ[f"{spec.env_prefix}PORT"] = str(port)
+    if service in upmod.SPECS:
+        spec = upmod.SPECS[service]
+        if host:
+            os.environ[f"{spec.env_prefix}HOST"] = host
+        if port:
+            os.environ[f"{spec.env_prefix}PORT"] = str(port)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(argv[0], argv)

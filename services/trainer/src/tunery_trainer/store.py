@@ -110,9 +110,8 @@ class JobStore:
             ok = current in allowed_from if allowed_from is not None else states.legal(current, new)
             if not ok:
                 verb = action or f"move to {new}"
-                raise FailedPrecondition(
-                    f"cannot {verb} job {job_id}: it is {current}", code="invalid_state", field="job_id"
-                )
+                now_is = f"it has already ended ({current})" if current in states.TERMINAL else f"it is {current}"
+                raise FailedPrecondition(f"cannot {verb} job {job_id}: {now_is}", code="invalid_state", field="job_id")
             if new in states.TERMINAL:
                 values.setdefault("ended_at", now())
             res = conn.execute(update(J).where(J.c.id == job_id, J.c.state == current).values(state=new, **values))
