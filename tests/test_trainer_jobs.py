@@ -547,3 +547,42 @@ def test_a_nats_outage_mid_job_loses_nothing(stack: Stack, workers: Workers) -> 
     done = wait_state(stack, job.id, S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED, timeout=120)
     assert done.state == S.JOB_STATE_SUCCEEDED and done.step == done.total_steps == 30
     assert sorted(set(steps_of(all_events(stack, job.id)))) == list(range(1, 31)), "no event lost"
+
+
+def test_peft_job_killed_mid_training_resumes_from_its_checkpoint(stack: Stack, workers: Workers) -> None:
+    """The real backend: model, optimizer, scheduler, RNG and data position come back from the checkpoint."""
+    job = create(
+        stack,
+        spec(
+            stack,
+            make_version(stack),
+            backend="peft",
+            checkpoint_every_steps=8,
+            hyperparameters=pb.Hyperparameters(n_epochs=2, batch_size=1, learning_rate=1e-3),
+        ),
+    )
+    deadline = time.monotonic() + 120
+    while True:
+        assert time.monotonic() < deadline, "no checkpoint in time"
+        cks = stack.trainer.ListCheckpoints(pb.ListCheckpointsRequest(job_id=job.id)).checkpoints
+        if cks:
+            break
+        time.sleep(0.02)
+    running = stack.trainer.GetJob(pb.GetJobRequest(job_id=job.id)).job
+    victim = workers.by_name(running.worker)
+    victim.send_signal(signal.SIGSTOP)  # freeze at once, then kill: no chance to finish or clean up
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(10)
+    workers.start()
+    done = wait_state(stack, job.id, S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED, timeout=180)
+    assert done.state == S.JOB_STATE_SUCCEEDED, done.error
+    assert done.step == done.total_steps == 48 and done.attempts == 2
+    events = all_events(stack, job.id)
+    resumed = [e for e in events if e.message.startswith("resuming at step")]
+    assert resumed and int(resumed[0].message.split()[3]) - 1 in {8, 16, 24, 32, 40}
+    assert sorted(set(steps_of(events))) == list(range(1, 49)), "continuous steps"
+    losses = [e.step.train_loss for e in events if e.WhichOneof("data") == "step"]
+    assert sum(losses[-24:]) / 24 < sum(losses[:24]) / 24, "the loss fell"
+    adapter = stack.data_dir / "artifacts" / done.adapter_path
+    assert (adapter / "adapter_model.safetensors").exists()
+    assert json.loads((adapter / "tunery_metadata.json").read_text())["job_id"] == job.id
