@@ -223,8 +223,8 @@ def child(a: argparse.Namespace) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--train", type=int, default=96)
-    ap.add_argument("--valid", type=int, default=24)
+    ap.add_argument("--train", type=int, default=48)
+    ap.add_argument("--valid", type=int, default=16)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--lr", type=float, default=2e-4)

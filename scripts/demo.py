@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("TUNERY_DEMO_DIR", ROOT / ".tunery-demo"))
 TUNERY = [sys.executable, "-m", "tunery.cli.main"]
-EPOCHS = os.environ.get("TUNERY_DEMO_EPOCHS", "2")
+EPOCHS = os.environ.get("TUNERY_DEMO_EPOCHS", "1")
 
 
 def banner(text: str) -> None:
