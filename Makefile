@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PKGS := core services/dataset services/trainer
+PKGS := core services/dataset services/trainer services/gateway
 
 .PHONY: demo test setup protos check-protos lint bench-upload clean
 

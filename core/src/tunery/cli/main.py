@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 
 from tunery import up as upmod
-from tunery.cli import datasets, jobs, output
+from tunery.cli import datasets, jobs, keys, logs, monitor, output
 from tunery.cli.output import console, info, say
 from tunery.errors import TuneryError
 
@@ -19,6 +19,9 @@ app = typer.Typer(name="tunery", help="Tunery: fine-tune, evaluate and serve you
                   pretty_exceptions_enable=False, add_completion=False)
 app.add_typer(datasets.app, name="datasets")
 app.add_typer(jobs.app, name="jobs")
+app.add_typer(keys.app, name="keys")
+app.add_typer(logs.app, name="logs")
+app.command("monitor")(monitor.monitor)
 
 DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", envvar="TUNERY_DATA_DIR", show_envvar=True,
                                                  help="State, logs and artifacts (default: ~/.tunery)")]

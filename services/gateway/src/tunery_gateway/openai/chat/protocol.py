@@ -1,0 +1,105 @@
+"""POST /v1/chat/completions: request model and response shapes (OpenAI's Chat Completions API)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from tunery.errors import InvalidArgument
+from tunery_gateway.openai.protocol import OpenAIModel, SamplingRequest
+
+
+class ContentPart(OpenAIModel):
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(OpenAIModel):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+    def text(self, index: int) -> str:
+        if self.content is None or isinstance(self.content, str):
+            return self.content or ""
+        parts = []
+        for j, part in enumerate(self.content):
+            if part.type != "text" or part.text is None:
+                raise InvalidArgument(f"messages[{index}].content[{j}] is of type {part.type!r}; only text parts are "
+                                      "supported", code="unsupported_content", field=f"messages[{index}].content")
+            parts.append(part.text)
+        return "".join(parts)
+
+
+class ChatCompletionRequest(SamplingRequest):
+    messages: list[ChatMessage]
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    tools: list[dict[str, Any]] | None = None
+    response_format: dict[str, Any] | None = None
+    store: bool | None = None
+
+    @field_validator("messages")
+    @classmethod
+    def _messages(cls, v: list[ChatMessage]) -> list[ChatMessage]:
+        if not v:
+            raise ValueError("messages must contain at least one message")
+        return v
+
+    def unsupported(self) -> str | None:
+        if self.logprobs or self.top_logprobs:
+            return "logprobs"
+        if self.tools:
+            return "tools"
+        if self.response_format and self.response_format.get("type", "text") != "text":
+            return "response_format"
+        return super().unsupported()
+
+    def token_limit(self) -> int | None:
+        """max_completion_tokens supersedes the deprecated max_tokens, as in OpenAI's API."""
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+    def template_messages(self) -> list[dict[str, Any]]:
+        """Messages as chat templates expect them: plain text content; `developer` is the newer name of `system`."""
+        out: list[dict[str, Any]] = []
+        for i, m in enumerate(self.messages):
+            msg: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role, "content": m.text(i)}
+            if m.name:
+                msg["name"] = m.name
+            if m.tool_calls:
+                msg["tool_calls"] = m.tool_calls
+            if m.tool_call_id:
+                msg["tool_call_id"] = m.tool_call_id
+            out.append(msg)
+        return out
+
+
+def completion_body(request_id: str, created: int, model: str, texts: list[str], reasons: list[str],
+                    usage: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": request_id, "object": "chat.completion", "created": created, "model": model,
+        "choices": [{"index": i, "message": {"role": "assistant", "content": t}, "logprobs": None,
+                     "finish_reason": r} for i, (t, r) in enumerate(zip(texts, reasons, strict=True))],
+        "usage": usage, "system_fingerprint": None,
+    }
+
+
+def chunk_body(request_id: str, created: int, model: str, index: int, delta: dict[str, Any],
+               finish_reason: str | None = None, with_usage: bool = False) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": request_id, "object": "chat.completion.chunk", "created": created, "model": model,
+        "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+        "system_fingerprint": None,
+    }
+    if with_usage:
+        body["usage"] = None
+    return body
+
+
+def usage_chunk(request_id: str, created: int, model: str, usage: dict[str, Any]) -> dict[str, Any]:
+    return {"id": request_id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [],
+            "usage": usage, "system_fingerprint": None}
