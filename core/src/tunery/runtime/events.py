@@ -96,12 +96,9 @@ class EventPublisher:
             try:
                 await self.js.publish(subject, data, headers={"Nats-Msg-Id": event.id, "Tunery-Source": self.source})
                 return event
-            except (
-                nats.errors.TimeoutError,
-                nats.errors.ConnectionClosedError,
-                nats.js.errors.NoStreamResponseError,
-                nats.errors.NoRespondersError,
-            ) as err:
+            except (nats.errors.Error, TimeoutError) as err:
+                # Everything NATS raises while it reconnects, or while JetStream recovers after a restart (503s,
+                # timeouts, no responders), is worth retrying: the same Nats-Msg-Id makes a retry harmless.
                 if attempt == attempts - 1:
                     log.error("could not publish %s on %s: %s", event.type, subject, err)
                     raise
