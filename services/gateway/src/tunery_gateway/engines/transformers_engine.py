@@ -146,6 +146,8 @@ class BaseWorker:
         self.batch: _Batch | None = None
         self._admitting: list[_Call] = []
         self.lock = threading.Lock()
+        # Held while PEFT adds or removes adapter modules, so a shape check from another thread never sees half a tree.
+        self.modules_lock = threading.Lock()
         self.wake = threading.Event()
         self.stopping = False
         self.mergeable = True
@@ -215,7 +217,7 @@ class BaseWorker:
 
         read_adapter_folder(adapter, self.base)
         problems: list[str] = []
-        with safe_open(str(adapter.path / "adapter_model.safetensors"), "pt") as f:
+        with self.modules_lock, safe_open(str(adapter.path / "adapter_model.safetensors"), "pt") as f:
             for key in f.keys():
                 for part, dim in ((".lora_A.weight", 1), (".lora_B.weight", 0)):
                     if not key.endswith(part):
@@ -250,19 +252,21 @@ class BaseWorker:
             victim = next((n for n in self.loaded if n not in in_use), None)
             if victim is None:  # every loaded adapter is in the running batch: exceed the limit until they finish
                 break
-            self.peft.delete_adapter(victim)
+            with self.modules_lock:
+                self.peft.delete_adapter(victim)
             evicted = self.loaded.pop(victim)
             self.counters["adapter_evictions"] += 1
             log.info("evicted adapter %s from %s (least recently used)", evicted.model_id, self.base.id)
         from peft import PeftModel
 
         try:
-            if self.peft is None:
-                self.peft = PeftModel.from_pretrained(self.model, str(ref.path), adapter_name=name,
-                                                      is_trainable=False)
-                self.peft.eval()
-            else:
-                self.peft.load_adapter(str(ref.path), adapter_name=name, is_trainable=False)
+            with self.modules_lock:
+                if self.peft is None:
+                    self.peft = PeftModel.from_pretrained(self.model, str(ref.path), adapter_name=name,
+                                                          is_trainable=False)
+                    self.peft.eval()
+                else:
+                    self.peft.load_adapter(str(ref.path), adapter_name=name, is_trainable=False)
         except Exception as err:
             if self.peft is not None and name in getattr(self.peft, "peft_config", {}):
                 with contextlib.suppress(Exception):
