@@ -19,6 +19,9 @@ import pytest
 from google.protobuf import wrappers_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tunery import errors
 from tunery.dataset.v1 import dataset_pb2 as pb
@@ -85,10 +88,17 @@ def _add_test_service(_servicer: object, server: grpc.aio.Server) -> None:
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Test", handlers),))
 
 
+SPANS = InMemorySpanExporter()
+PROVIDER = TracerProvider()
+PROVIDER.add_span_processor(SimpleSpanProcessor(SPANS))
+
+
 @pytest.fixture(scope="module")
 def test_server(loop: LoopThread) -> Iterator[str]:
     port = free_port()
-    server = GrpcServer([Registration(None, _add_test_service, "test.Test")], f"127.0.0.1:{port}", grace=1)
+    server = GrpcServer(
+        [Registration(None, _add_test_service, "test.Test")], f"127.0.0.1:{port}", grace=1, tracer_provider=PROVIDER
+    )
     loop.run(server.start())
     yield f"127.0.0.1:{port}"
     loop.run(server.stop())
@@ -109,6 +119,27 @@ def test_user_errors_keep_status_and_details(test_server: str) -> None:
     assert isinstance(err, errors.InvalidArgument)
     assert (err.code, err.field, err.problem_count) == ("validation_failed", "chunk", 7)
     assert err.problems[0] == errors.Problem("unrecognized_role", "line 3: bad role", "messages[0].role", 3, "f.jsonl")
+
+
+def test_calls_join_the_callers_trace(test_server: str) -> None:
+    SPANS.clear()
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    ch = client.channel(test_server)
+    with pytest.raises(grpc.RpcError):
+        ch.unary_unary("/test.Test/UserError", _ident, _ident)(
+            b"x", metadata=(("traceparent", f"00-{trace_id}-00f067aa0ba902b7-01"),)
+        )
+    ch.close()
+    deadline = time.monotonic() + 5  # the server ends its span just after the client has the status
+    while not (spans := [s for s in SPANS.get_finished_spans() if format(s.context.trace_id, "032x") == trace_id]):
+        assert time.monotonic() < deadline, [s.name for s in SPANS.get_finished_spans()]
+        time.sleep(0.01)
+    (span,) = spans
+    assert format(span.context.trace_id, "032x") == trace_id
+    assert format(span.parent.span_id, "016x") == "00f067aa0ba902b7"
+    assert span.attributes["rpc.system"] == "grpc" and span.attributes["rpc.method"] == "UserError"
+    assert span.attributes["rpc.grpc.status_code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert span.attributes["error.type"] == "validation_failed"
 
 
 def test_bugs_are_internal_without_leaking_details(test_server: str) -> None:
@@ -207,7 +238,7 @@ def test_events_are_deduplicated_by_msg_id(loop: LoopThread, nats_url: str) -> N
             await pub.publish("dataset.version.frozen", "ds_x1", wrappers_pb2.StringValue(value="v1"), event_id="e-1")
         js = nc.jetstream()
         sub = await js.pull_subscribe("tunery.events.dataset.ds_x1.>", durable=None)
-        msgs = await sub.fetch(10, timeout=1)
+        msgs = await sub.fetch(10, timeout=5)
         try:
             more = await sub.fetch(10, timeout=0.5)
         except nats.errors.TimeoutError:

@@ -12,6 +12,7 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from tunery.runtime import telemetry as core_telemetry
 from tunery_gateway import telemetry
 
 HELLO = [{"role": "user", "content": "secret-prompt-text"}]
@@ -145,9 +146,9 @@ def test_otlp_export_from_standard_env(monkeypatch: pytest.MonkeyPatch) -> None:
         assert any(kv.value.string_value == "gateway-under-test" for kv in rs.resource.attributes)
         assert rs.scope_spans[0].spans[0].name == "chat some-model"
         monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
-        assert telemetry._exporter_from_env() is None
+        assert core_telemetry._exporter_from_env() is None
         monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-        assert type(telemetry._exporter_from_env()).__module__.endswith("grpc.trace_exporter")
+        assert type(core_telemetry._exporter_from_env()).__module__.endswith("grpc.trace_exporter")
     finally:
         httpd.shutdown()

@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry import propagate, trace
 
 from tunery.errors import DETAILS_KEY, TuneryError
 
@@ -38,8 +39,39 @@ async def _abort(context: grpc.aio.ServicerContext, err: BaseException, method: 
     )
 
 
+def _span(tracer: trace.Tracer, method: str, context: grpc.aio.ServicerContext) -> Any:
+    """A SERVER span joined to the caller's trace (W3C traceparent in the call's metadata)."""
+    carrier = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+    service, _, name = method.lstrip("/").partition("/")
+    return tracer.start_as_current_span(
+        method.lstrip("/"),
+        context=propagate.extract(carrier),
+        kind=trace.SpanKind.SERVER,
+        attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+        record_exception=False,
+        set_status_on_exception=False,
+    )
+
+
+def _mark(span: Any, err: BaseException) -> None:
+    status = err.status if isinstance(err, TuneryError) else grpc.StatusCode.INTERNAL
+    span.set_attribute("rpc.grpc.status_code", status.value[0])
+    if status == grpc.StatusCode.INTERNAL:
+        span.set_status(trace.Status(trace.StatusCode.ERROR, type(err).__name__))
+    if isinstance(err, TuneryError):
+        span.set_attribute("error.type", err.code)
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Turns `TuneryError` into its status with `ErrorDetails`; anything else is INTERNAL and logged."""
+    """Every call: a tracing span joined to the caller's trace; `TuneryError` becomes its status with
+    `ErrorDetails`; anything else is INTERNAL and logged."""
+
+    def __init__(self, tracer_provider: trace.TracerProvider | None = None) -> None:
+        self.tracer_provider = tracer_provider
+
+    @property
+    def tracer(self) -> trace.Tracer:
+        return (self.tracer_provider or trace.get_tracer_provider()).get_tracer("tunery.grpc")
 
     async def intercept_service(
         self,
@@ -53,24 +85,28 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
         def wrap_unary(fn: Callable[..., Any]) -> Callable[..., Any]:
             async def inner(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                try:
-                    return await fn(request, context)
-                except (asyncio.CancelledError, grpc.aio.AbortError):
-                    raise
-                except Exception as err:
-                    await _abort(context, err, method)
+                with _span(self.tracer, method, context) as span:
+                    try:
+                        return await fn(request, context)
+                    except (asyncio.CancelledError, grpc.aio.AbortError):
+                        raise
+                    except Exception as err:  # mapped to a status, never lost
+                        _mark(span, err)
+                        await _abort(context, err, method)
 
             return inner
 
         def wrap_stream(fn: Callable[..., Any]) -> Callable[..., Any]:
             async def inner(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                try:
-                    async for item in fn(request, context):
-                        yield item
-                except (asyncio.CancelledError, grpc.aio.AbortError):
-                    raise
-                except Exception as err:
-                    await _abort(context, err, method)
+                with _span(self.tracer, method, context) as span:
+                    try:
+                        async for item in fn(request, context):
+                            yield item
+                    except (asyncio.CancelledError, grpc.aio.AbortError):
+                        raise
+                    except Exception as err:
+                        _mark(span, err)
+                        await _abort(context, err, method)
 
             return inner
 
@@ -113,12 +149,13 @@ class GrpcServer:
         grace: float = 10.0,
         drain_delay: float = 0.0,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
         self.registrations = list(registrations)
         self.address = address
         self.grace = grace
         self.drain_delay = drain_delay
-        self.interceptors = [ErrorInterceptor(), *interceptors]
+        self.interceptors = [ErrorInterceptor(tracer_provider), *interceptors]
         self.port = 0
 
     async def start(self) -> int:

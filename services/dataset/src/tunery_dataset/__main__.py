@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from tunery.runtime.server import run_until_signal
+from tunery.runtime.telemetry import install_global
 from tunery_dataset.app import start
 from tunery_dataset.settings import DatasetSettings
 
@@ -13,6 +14,7 @@ from tunery_dataset.settings import DatasetSettings
 async def main() -> None:
     settings = DatasetSettings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_global("tunery-dataset")  # spans of every call, joined to the caller's trace, exported per OTEL_*
     app = await start(settings)
     print(f"dataset service ready on {settings.host}:{app.port}", flush=True)
     await run_until_signal(app.server, app.close)

@@ -13,16 +13,15 @@ process) and label by model only for models the gateway knows, so junk names can
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from tunery.runtime.telemetry import tracer_provider_from_env as core_tracer_provider
 
 log = logging.getLogger("tunery.gateway.telemetry")
 disable_created_metrics()  # `_created` series double the output and no dashboard reads them
@@ -49,34 +48,8 @@ OUTPUT_MESSAGES = "gen_ai.output.messages"
 ERROR_TYPE = "error.type"
 
 
-def _exporter_from_env() -> SpanExporter | None:
-    if os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() in ("none", ""):
-        return None
-    if not (os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")):
-        return None
-    protocol = (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-                or "http/protobuf").strip().lower()
-    if protocol == "grpc":
-        try:
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
-        except ImportError:
-            log.warning("OTEL_EXPORTER_OTLP_PROTOCOL=grpc but opentelemetry-exporter-otlp-proto-grpc is not "
-                        "installed; traces are not exported")
-            return None
-        return GrpcExporter()  # type: ignore[no-any-return]
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
-
-    return HttpExporter()
-
-
 def tracer_provider_from_env() -> TracerProvider:
-    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "tunery-gateway")})
-    provider = TracerProvider(resource=resource)
-    exporter = _exporter_from_env()
-    if exporter is not None:
-        provider.add_span_processor(BatchSpanProcessor(exporter))
-        log.info("exporting traces with %s", type(exporter).__module__)
-    return provider
+    return core_tracer_provider("tunery-gateway")
 
 
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
