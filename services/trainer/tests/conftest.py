@@ -28,7 +28,7 @@ def chat_examples() -> list[dict[str, Any]]:
     out = []
     for i in range(24):
         a, b = rng.randint(1, 9), rng.randint(1, 9)
-        msgs = [{"role": "system", "content": "Answer with the sum."}]
+        msgs: list[dict[str, Any]] = [{"role": "system", "content": "Answer with the sum."}]
         if i % 3 == 0:  # some multi-turn, with an untrained (weight 0) first answer
             msgs += [
                 {"role": "user", "content": "Hi"},

@@ -28,6 +28,7 @@ from tunery_trainer.backends.peft_backend import (
     PeftBackend,
     PeftBackendConfig,
     _register_attention,
+    head_loss,
     segment_bounds,
 )
 from tunery_trainer.backends.trl_backend import TrlBackend, TrlBackendConfig
@@ -121,7 +122,7 @@ def test_labels_cover_assistant_turns_through_end_of_turn_only(tiny_model: Path)
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
-    chat = {
+    chat: dict[str, Any] = {
         "messages": [
             {"role": "system", "content": "Be brief."},
             {"role": "user", "content": "hi"},
@@ -134,7 +135,8 @@ def test_labels_cover_assistant_turns_through_end_of_turn_only(tiny_model: Path)
     }
     assert trained_text(tok, chat) == "4<|im_end|>6<|im_end|>"  # not "hello there", not the "\n" after <|im_end|>
     t = encode_example(tok, chat)
-    assert t.input_ids == tok.apply_chat_template(chat["messages"], tokenize=True, return_dict=True)["input_ids"]
+    rendered: Any = tok.apply_chat_template(chat["messages"], tokenize=True, return_dict=True)
+    assert t.input_ids == rendered["input_ids"]
     # legacy prompt/completion: the completion and an appended EOS
     assert trained_text(tok, {"prompt": "Q: 2+2? A:", "completion": " 4"}) == " 4<|im_end|>"
     # preference examples train their preferred output when used for SFT
@@ -185,6 +187,23 @@ def test_padding_free_rows_give_the_same_logits_as_separate_examples(tiny_model:
             packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False, **kw)
             alone = [model(input_ids=torch.tensor([t.input_ids]), use_cache=False).logits[0] for t in items]
         torch.testing.assert_close(packed.logits[0], torch.cat(alone), atol=1e-5, rtol=1e-4, msg=attn)
+
+
+def test_chunked_frozen_head_loss_matches_autograd() -> None:
+    torch.manual_seed(0)
+    hidden = torch.randn(300, 64, requires_grad=True)
+    weight, targets = torch.randn(5000, 64) * 0.1, torch.randint(0, 5000, (300,))
+    loss, correct = head_loss(hidden, weight, targets, chunk=64)
+    (loss * 0.5).backward()
+    ours, hidden.grad = hidden.grad, None
+    logits = hidden @ weight.T
+    want = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+    (want * 0.5).backward()
+    torch.testing.assert_close(loss, want)
+    torch.testing.assert_close(ours, hidden.grad)
+    assert int(correct) == int((logits.argmax(-1) == targets).sum())
+    with torch.no_grad():
+        torch.testing.assert_close(head_loss(hidden, weight, targets, chunk=64)[0], want)
 
 
 def test_shuffles_are_deterministic_and_length_grouping_groups() -> None:
@@ -294,6 +313,20 @@ def test_peft_padded_path_with_accumulation(
     r, rep = run(PeftBackend(), tiny_model, chat_examples, tmp_path, spec, PeftBackendConfig(padding_free=False))
     assert (r.outcome, r.total_steps) == ("completed", 6)  # ceil(24 / 2 / 2)
     assert_loss_falls(rep.losses)
+
+
+def test_peft_token_budget_splits_batches_without_changing_the_result(
+    tiny_model: Path, chat_examples: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    spec = TrainSpec(n_epochs=1, batch_size=6, learning_rate=1e-2, max_seq_length=256, seed=2, lora=LoraSpec(dropout=0))
+    _, rep_whole = run(PeftBackend(), tiny_model, chat_examples, tmp_path / "a", spec, FAST)
+    cfg = PeftBackendConfig(num_threads=1, max_tokens_per_forward=100)  # one or two examples per pass
+    _, rep_split = run(PeftBackend(), tiny_model, chat_examples, tmp_path / "b", spec, cfg)
+    assert rep_split.losses == pytest.approx(rep_whole.losses, rel=1e-5)
+    a = load_file(str(tmp_path / "a" / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "adapter" / "adapter_model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
 
 
 # ---- trl backend ----

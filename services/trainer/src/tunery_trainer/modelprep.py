@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from tunery.models import DEFAULT_MODEL, BaseModelSpec, resolve, tokenizer_source
 
@@ -49,7 +50,9 @@ def _convert_gguf(spec: BaseModelSpec, data_dir: Path, out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     assert spec.gguf is not None
-    model = AutoModelForCausalLM.from_pretrained(str(spec.gguf.parent), gguf_file=spec.gguf.name, dtype=torch.float32)
+    model: Any = AutoModelForCausalLM.from_pretrained(
+        str(spec.gguf.parent), gguf_file=spec.gguf.name, dtype=torch.float32
+    )
     # The weights are dequantized now; the marks would make save/PEFT treat the model as quantized.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):

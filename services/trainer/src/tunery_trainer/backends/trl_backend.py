@@ -105,6 +105,8 @@ class TrlBackendConfig:
         owned = sorted(set(self.extra_args) & _OWNED)
         if owned:
             raise ValueError(f"extra_args may not set {', '.join(owned)}: the job's own settings control them")
+        if not self.extra_args:
+            return  # no need to import TRL (seconds) just to validate nothing
         known = _trl_fields()["sft"] | _trl_fields()["dpo"]
         unknown = sorted(set(self.extra_args) - known)
         if unknown:
@@ -208,6 +210,7 @@ def _callback_class() -> type:
             self.last_eval = ValidationMetrics(
                 step=state.global_step,
                 loss=float(metrics["eval_loss"]),
+                # DPO has no token accuracy; its closest analogue is how often chosen outranks rejected.
                 token_accuracy=float(
                     metrics.get("eval_mean_token_accuracy", metrics.get("eval_rewards/accuracies", 0))
                 ),
@@ -304,10 +307,9 @@ class TrlBackend:
         if spec.method == "sft":
             from trl import SFTConfig, SFTTrainer
 
-            args = SFTConfig(**{**common, "packing": config.packing, **config.extra_args})
             trainer = SFTTrainer(
                 model=model,
-                args=args,
+                args=SFTConfig(**{**common, "packing": config.packing, **config.extra_args}),
                 train_dataset=train_ds,
                 eval_dataset=valid_ds,
                 processing_class=tok,
@@ -317,10 +319,9 @@ class TrlBackend:
         else:
             from trl import DPOConfig, DPOTrainer
 
-            args = DPOConfig(**{**common, "beta": config.dpo_beta, **config.extra_args})
             trainer = DPOTrainer(
                 model=model,
-                args=args,
+                args=DPOConfig(**{**common, "beta": config.dpo_beta, **config.extra_args}),
                 train_dataset=train_ds,
                 eval_dataset=valid_ds,
                 processing_class=tok,
