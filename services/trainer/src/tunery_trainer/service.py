@@ -462,27 +462,31 @@ class TrainerService:
     async def stream_events(self, job_id: str, after: int, follow: bool) -> AsyncIterator[pb.JobEvent]:
         await self._run(self.store.get, job_id)
         last = after
+        ended = False  # the event that ends the job was sent
+        settle_deadline: float | None = None
+        terminal = {states.to_proto(s) for s in states.TERMINAL}
         while True:
             waiter = asyncio.Event()
             self._waiters[job_id].append(waiter)
             batch = await self._run(self.store.events_after, job_id, last)
             for ev in batch:
                 last = ev.sequence
+                ended = ended or (ev.WhichOneof("data") == "state_change" and ev.state_change.to_state in terminal)
                 yield ev
             if batch:
                 continue
             job = await self._run(self.store.get, job_id)
-            if not follow or job.state in states.TERMINAL:
-                # one more look: the terminal event itself may have been stored just now
-                tail = await self._run(self.store.events_after, job_id, last)
-                for ev in tail:
-                    yield ev
-                if not tail:
+            if not follow:
+                return
+            if job.state in states.TERMINAL:
+                # The job row can turn terminal a moment before its terminal event is stored: wait for that event
+                # (briefly), so a follower always sees how the job ended.
+                loop_time = asyncio.get_running_loop().time()
+                settle_deadline = settle_deadline or loop_time + 10
+                if ended or loop_time > settle_deadline:
                     return
-                last = tail[-1].sequence
-                continue
             try:
-                await asyncio.wait_for(waiter.wait(), timeout=5)
+                await asyncio.wait_for(waiter.wait(), timeout=0.5 if job.state in states.TERMINAL else 5)
             except TimeoutError:
                 pass
 
