@@ -111,7 +111,8 @@ def valid_loss(model_dir: Path, adapter: Path, valid: list[dict[str, Any]]) -> f
 
 def run_trl_default(model_dir: Path, train: list[dict[str, Any]], out: Path, a: argparse.Namespace) -> dict[str, Any]:
     """TRL's SFTTrainer as its docs show it, defaults untouched but for the shared batch size, lr, epochs, seed
-    (and use_cpu, without which TRL's default bf16=True refuses to start on a CPU)."""
+    (and use_cpu with bf16=False: TRL's default bf16=True refuses a CPU, and with use_cpu it turns on bf16 autocast,
+    which is about 10x slower on CPUs without AVX512-BF16 — an unfair baseline)."""
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoTokenizer
@@ -129,6 +130,7 @@ def run_trl_default(model_dir: Path, train: list[dict[str, Any]], out: Path, a: 
         logging_steps=1,
         disable_tqdm=True,
         use_cpu=True,
+        bf16=False,  # on AVX2-only CPUs, bf16 autocast is ~10x slower; TRL defaults it on
     )
     trainer = SFTTrainer(
         model=str(model_dir),

@@ -385,7 +385,8 @@ def test_trl_trains_checkpoints_and_resumes(
 def test_trl_cancel_and_pause(tiny_model: Path, chat_examples: list[dict[str, Any]], tmp_path: Path) -> None:
     spec = TrainSpec(n_epochs=1, batch_size=2, learning_rate=1e-2, max_seq_length=256, checkpoint_every_steps=2)
     data = chat_examples[:12]
-    r, rep = run(TrlBackend(), tiny_model, data, tmp_path / "c", spec, TRL_FAST, actions={3: "cancel"})
+    padding_free = TrlBackendConfig(padding_free=True, extra_args={"gradient_checkpointing": False})
+    r, rep = run(TrlBackend(), tiny_model, data, tmp_path / "c", spec, padding_free, actions={3: "cancel"})
     assert (r.outcome, r.steps, r.adapter_dir) == ("cancelled", 3, None)
     assert [c.step for c in rep.checkpoints] == [2]
     r, rep = run(TrlBackend(), tiny_model, data, tmp_path / "p", spec, TRL_FAST, actions={3: "pause"})

@@ -521,6 +521,7 @@ class _Run:
                 },
                 "trained_tokens": self.trained_tokens,
                 "loss_sum": self.loss_sum,
+                "token_budget": self.token_budget,
                 "valid": asdict(self.valid) if self.valid else None,
             }
             (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
@@ -568,6 +569,9 @@ class _Run:
         self.step = int(state["step"])
         self.trained_tokens = int(state["trained_tokens"])
         self.loss_sum = float(state["loss_sum"])
+        if not self.cfg.max_tokens_per_forward and state.get("token_budget"):
+            # The same passes as before the interruption: dropout masks and sums then match bit for bit.
+            self.token_budget = int(state["token_budget"])
         self.valid = ValidationMetrics(**state["valid"]) if state.get("valid") else None
 
     # -- evaluation --

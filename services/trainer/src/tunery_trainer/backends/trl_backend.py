@@ -307,9 +307,12 @@ class TrlBackend:
         if spec.method == "sft":
             from trl import SFTConfig, SFTTrainer
 
+            sft = {**common, "packing": config.packing}
+            if config.padding_free and not config.packing:
+                sft["max_length"] = None  # TRL refuses a max_length it can't enforce; encode_sft truncated already
             trainer = SFTTrainer(
                 model=model,
-                args=SFTConfig(**{**common, "packing": config.packing, **config.extra_args}),
+                args=SFTConfig(**{**sft, **config.extra_args}),
                 train_dataset=train_ds,
                 eval_dataset=valid_ds,
                 processing_class=tok,
