@@ -221,6 +221,7 @@ def test_user_errors_are_one_clean_line(stack: Stack, tmp_path: Path) -> None:
     assert stack.cli("datasets", "upload", "support", tmp_path / "missing.jsonl", check=2).err
     assert "--add" in stack.cli("datasets", "tag", "support", "ex_1", check=2).err
     assert stack.cli("serve", "nonsense", check=2).err
+    assert "only a trainer-worker trains" in stack.cli("serve", "dataset", "--processes-per-job", "2", check=2).err
     assert "unknown service" in stack.cli("up", "--service", "nonsense", check=2).err
 
 

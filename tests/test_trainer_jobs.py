@@ -125,10 +125,13 @@ class Workers:
         self.stack = stack
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self) -> subprocess.Popen[bytes]:
-        log = (self.stack.data_dir / f"worker-{len(self.procs)}.log").open("wb")
+    def start(self, **env: str) -> subprocess.Popen[bytes]:
+        log = (self.stack.data_dir / f"worker-{uuid.uuid4().hex[:6]}.log").open("wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tunery_trainer.worker"], env=self.stack.worker_env(), stdout=log, stderr=log
+            [sys.executable, "-m", "tunery_trainer.worker"],
+            env={**self.stack.worker_env(), **env},
+            stdout=log,
+            stderr=log,
         )
         self.procs.append(proc)
         return proc
@@ -586,3 +589,120 @@ def test_peft_job_killed_mid_training_resumes_from_its_checkpoint(stack: Stack, 
     adapter = stack.data_dir / "artifacts" / done.adapter_path
     assert (adapter / "adapter_model.safetensors").exists()
     assert json.loads((adapter / "tunery_metadata.json").read_text())["job_id"] == job.id
+
+
+# ---- one job on several processes (torchrun, gloo on CPU) ------------------------------------------------------------
+@pytest.fixture
+def solo(stack: Stack, workers: Workers) -> Iterator[Workers]:
+    """Workers of the test's own choosing: the module's workers stop for it and come back after it."""
+    workers.stop_all()
+    own = Workers(stack)
+    try:
+        yield own
+    finally:
+        own.stop_all()
+        workers.procs.clear()
+        workers.start()
+        workers.start()
+
+
+def rank_processes(job_id: str) -> list[int]:
+    """Training ranks (and their launcher) still alive for this job."""
+    import psutil
+
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if "tunery_trainer.launch" in cmd and job_id in cmd:
+            out.append(p.pid)
+    return out
+
+
+def peft_spec(stack: Stack, ds: str, **kw: Any) -> pb.JobSpec:
+    return spec(
+        stack,
+        ds,
+        backend="peft",
+        lora=pb.LoraConfig(rank=8, dropout=0.0),  # no dropout: one and two processes compute the same thing
+        hyperparameters=pb.Hyperparameters(n_epochs=2, batch_size=4, learning_rate=1e-3),
+        **kw,
+    )
+
+
+def test_one_job_on_two_processes_trains_like_one(stack: Stack, solo: Workers) -> None:
+    ds = make_version(stack, n=26)
+    one = solo.start()
+    single = create(stack, peft_spec(stack, ds, validation_split=0.25))
+    a = wait_state(stack, single.id, S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED, timeout=180)
+    assert a.state == S.JOB_STATE_SUCCEEDED, a.error
+    one.terminate()
+    one.wait(30)
+    solo.start(TUNERY_TRAINER_PROCESSES_PER_JOB="2")
+    ea = all_events(stack, single.id)
+    # data parallel (each rank the whole model), then sharded (FSDP2 on gloo): both train like one process
+    for config in ({}, {"fsdp": True}):
+        double = create(stack, peft_spec(stack, ds, validation_split=0.25, checkpoint_every_steps=2, config=config))
+        b = wait_state(stack, double.id, S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED, timeout=240)
+        assert b.state == S.JOB_STATE_SUCCEEDED, (config, b.error)
+        check_same_training(stack, a, ea, b)
+
+
+def check_same_training(stack: Stack, a: pb.Job, ea: list[pb.JobEvent], b: pb.Job) -> None:
+    eb = all_events(stack, b.id)
+    assert any("training on 2 processes (torchrun, gloo)" in e.message for e in eb)
+    assert not any("training on" in e.message for e in ea)
+    assert [e.sequence for e in eb] == list(range(1, len(eb) + 1))
+    assert steps_of(ea) == steps_of(eb) == list(range(1, b.total_steps + 1)) and b.total_steps == a.total_steps
+    loss_a = [e.step.train_loss for e in ea if e.WhichOneof("data") == "step"]
+    loss_b = [e.step.train_loss for e in eb if e.WhichOneof("data") == "step"]
+    assert loss_b == pytest.approx(loss_a, rel=2e-3), "the same updates, split over two ranks"
+    assert loss_b[-1] < loss_b[0]
+    tokens = [sum(e.step.tokens for e in ev if e.WhichOneof("data") == "step") for ev in (ea, eb)]
+    assert tokens[0] == tokens[1], "every example of every batch trained once, by one of the ranks"
+    assert b.metrics.valid_loss == pytest.approx(a.metrics.valid_loss, rel=2e-3)
+    assert b.metrics.valid_token_accuracy == pytest.approx(a.metrics.valid_token_accuracy, abs=1e-6)
+    cks = stack.trainer.ListCheckpoints(pb.ListCheckpointsRequest(job_id=b.id)).checkpoints
+    assert [c.step for c in cks][:2] == [2, 4], "checkpoints from rank 0, once each"
+    adapter = stack.data_dir / "artifacts" / b.adapter_path
+    meta = json.loads((adapter / "tunery_metadata.json").read_text())
+    assert meta["metrics"]["processes"] == 2
+    from safetensors.torch import load_file
+
+    one = load_file(str(stack.data_dir / "artifacts" / a.adapter_path / "adapter_model.safetensors"))
+    two = load_file(str(adapter / "adapter_model.safetensors"))
+    assert one.keys() == two.keys() and all(two[k].shape == one[k].shape for k in one), "whole weights, not shards"
+    assert not rank_processes(b.id), "the ranks exited with the job"
+
+
+def test_a_killed_worker_takes_its_ranks_along_and_the_job_resumes(stack: Stack, solo: Workers) -> None:
+    ds = make_version(stack, n=24)
+    victim = solo.start(TUNERY_TRAINER_PROCESSES_PER_JOB="2")
+    job = create(
+        stack,
+        spec(
+            stack,
+            ds,
+            backend="peft",
+            config={"fsdp": True},  # sharded: the resume cuts the saved whole optimizer state into shards again
+            checkpoint_every_steps=3,
+            hyperparameters=pb.Hyperparameters(n_epochs=3, batch_size=2, learning_rate=1e-3),
+        ),
+    )
+    deadline = time.monotonic() + 180
+    while not stack.trainer.ListCheckpoints(pb.ListCheckpointsRequest(job_id=job.id)).checkpoints:
+        assert time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.05)
+    assert len(rank_processes(job.id)) >= 2
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(10)
+    deadline = time.monotonic() + 15
+    while rank_processes(job.id):
+        assert time.monotonic() < deadline, "training processes outlived their worker"
+        time.sleep(0.1)
+    solo.start(TUNERY_TRAINER_PROCESSES_PER_JOB="2")
+    done = wait_state(stack, job.id, S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED, timeout=240)
+    assert done.state == S.JOB_STATE_SUCCEEDED, done.error
+    assert done.step == done.total_steps == 36 and done.attempts == 2
+    events = all_events(stack, job.id)
+    assert [e for e in events if e.message.startswith("resuming at step")]
+    assert sorted(set(steps_of(events))) == list(range(1, 37)), "continuous steps"

@@ -367,6 +367,9 @@ def test_trl_trains_checkpoints_and_resumes(
     assert [v.step for v in rep.validations] == [3, 6] and "valid_loss" in r.metrics
     for c in rep.checkpoints:
         assert c.path.name == f"step-{c.step:06d}" and (c.path / "adapter_model.safetensors").exists()
+        names = {f.name for f in c.path.iterdir()}
+        assert {"optimizer.safetensors", "scheduler.json", "rng_state_0.safetensors", "training_args.json"} <= names
+        assert not [n for n in names if n.endswith((".bin", ".pt", ".pth", ".pkl", ".pickle"))], names
     assert r.adapter_dir is not None and (r.adapter_dir / "tunery_metadata.json").exists()
 
     r2, rep2 = run(
@@ -380,6 +383,9 @@ def test_trl_trains_checkpoints_and_resumes(
     )
     assert rep2.starts == [(6, 4)] and [s.step for s in rep2.steps] == [5, 6]
     assert (r2.outcome, r2.steps, r2.total_steps) == ("completed", 6, 6)
+    # optimizer, scheduler and RNG came back from the safetensors/JSON files: the same steps 5-6 as the full run
+    assert [s.loss for s in rep2.steps] == pytest.approx(rep.losses[4:6], rel=1e-4)
+    assert [s.learning_rate for s in rep2.steps] == pytest.approx([s.learning_rate for s in rep.steps[4:6]])
 
 
 def test_trl_cancel_and_pause(tiny_model: Path, chat_examples: list[dict[str, Any]], tmp_path: Path) -> None:

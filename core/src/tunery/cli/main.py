@@ -118,6 +118,9 @@ def status(data_dir: DataDirOpt = None,
 def serve(service: Annotated[str, typer.Argument(help=f"One of: {', '.join(_SERVE_TARGETS)}.")],
           host: Annotated[str | None, typer.Option(help="Interface to bind (default: the service's setting)")] = None,
           port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port (default: the service's)")] = None,
+          processes_per_job: Annotated[int | None, typer.Option(
+              min=0, max=1024, help="trainer-worker only: processes per job, started with torchrun (one per GPU; "
+              "0 = one per visible GPU). Default: TUNERY_TRAINER_PROCESSES_PER_JOB, else 1.")] = None,
           ) -> None:
     """Run one service, or a trainer worker, in the foreground (for deployments); configured by its
     TUNERY_<SERVICE>_* environment (a worker reads the trainer's)."""
@@ -127,6 +130,11 @@ def serve(service: Annotated[str, typer.Argument(help=f"One of: {', '.join(_SERV
     if service == upmod.WORKER and (host or port):
         raise typer.BadParameter("a trainer worker listens on no port; it pulls jobs from NATS",
                                  param_hint="--host/--port")
+    if processes_per_job is not None:
+        if service != upmod.WORKER:
+            raise typer.BadParameter(f"only a {upmod.WORKER} trains; {service} takes no processes per job",
+                                     param_hint="--processes-per-job")
+        os.environ["TUNERY_TRAINER_PROCESSES_PER_JOB"] = str(processes_per_job)
     with output.handled():
         argv = upmod.serve_argv(service)
     if service in upmod.SPECS:

@@ -27,6 +27,13 @@ class TrainerSettings(ServiceSettings):
     ack_wait_seconds: float = Field(30.0, gt=0, description="A job whose worker is silent this long is redelivered.")
     max_deliver: int = Field(3, ge=1, le=100, description="Attempts per job before it ends failed.")
     heartbeat_seconds: float = Field(0.0, ge=0, description="in_progress() interval; 0 means ack_wait / 4.")
+    processes_per_job: int = Field(
+        1,
+        ge=0,
+        le=1024,
+        description="Training processes per job on this worker's machine, started with torchrun for backends that "
+        "support it (peft): one per GPU, or several CPU processes on gloo; 0 means one per visible GPU.",
+    )
     min_examples: int = Field(10, ge=1, description="Fewest training examples a job accepts.")
 
     @property

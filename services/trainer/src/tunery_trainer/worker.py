@@ -16,7 +16,9 @@ import os
 import signal
 import socket
 import threading
+import zlib
 from pathlib import Path
+from typing import Any
 
 from google.protobuf import json_format
 from nats.aio.client import Client as NATS
@@ -31,6 +33,7 @@ from tunery_trainer.backends.base import (
     CheckpointInfo,
     Control,
     LoraSpec,
+    Reporter,
     StepMetrics,
     TrainingContext,
     TrainingResult,
@@ -80,6 +83,41 @@ def train_spec(task: pb.TrainTask) -> TrainSpec:
     )
 
 
+def build_context(
+    task: pb.TrainTask, settings: TrainerSettings, reporter: Reporter
+) -> tuple[Any, Any, TrainingContext]:
+    """(backend, its parsed config, the training context) of a queued task: the same on every rank of a job."""
+    from tunery_trainer.modelprep import prepare_base_model
+
+    job = task.job
+    artifacts = LocalArtifactStore(settings.artifact_root)
+    backend = get_backend(job.spec.backend)
+    config = parse_config(backend, json_format.MessageToDict(job.spec.backend_config))
+    model_dir = prepare_base_model(resolve(task.base_model), settings.data_dir)
+    train = read_jsonl(artifacts.path(task.train_file))
+    valid = read_jsonl(artifacts.path(task.validation_file)) if task.validation_file else []
+    job_dir = artifacts.path(f"jobs/{job.id}")
+    ctx = TrainingContext(
+        job_id=job.id,
+        model_dir=model_dir,
+        train_examples=train,
+        validation_examples=valid,
+        spec=train_spec(task),
+        output_dir=job_dir,
+        reporter=reporter,
+        resume_from=latest_checkpoint(job_dir),
+        metadata={
+            "job_id": job.id,
+            "fine_tuned_model": job.fine_tuned_model,
+            "base_model": task.base_model,
+            "training_data": json_format.MessageToDict(job.spec.training_data),
+            "validation_data": json_format.MessageToDict(job.spec.validation_data),
+            "backend": backend.name,
+        },
+    )
+    return backend, config, ctx
+
+
 class JobReporter:
     """Called from the training thread; hands events to the event loop in order and answers control()."""
 
@@ -99,6 +137,9 @@ class JobReporter:
             return
         event_id = f"job.{self.job_id}.a{self.attempt}.{kind}.{key}"
         self.worker.loop.call_soon_threadsafe(self.worker.outbox.put_nowait, (ev, event_id))
+
+    def note(self, message: str) -> None:
+        self._send(job_event(self.job_id, message), "note", f"{zlib.crc32(message.encode()):08x}")
 
     def on_start(self, total_steps: int, start_step: int) -> None:
         self.total_steps = total_steps
@@ -256,34 +297,16 @@ class Worker:
                 log.warning("heartbeat for %s failed: %s", job_id, err)
 
     def _train(self, task: pb.TrainTask, reporter: JobReporter) -> TrainingResult:
-        from tunery_trainer.modelprep import prepare_base_model
+        from tunery_trainer import launch
 
-        job = task.job
-        backend = get_backend(job.spec.backend)
-        config = parse_config(backend, json_format.MessageToDict(job.spec.backend_config))
-        model_dir = prepare_base_model(resolve(task.base_model), self.settings.data_dir)
-        train = read_jsonl(self.artifacts.path(task.train_file))
-        valid = read_jsonl(self.artifacts.path(task.validation_file)) if task.validation_file else []
-        job_dir = self.artifacts.path(f"jobs/{job.id}")
-        resume = latest_checkpoint(job_dir)
-        ctx = TrainingContext(
-            job_id=job.id,
-            model_dir=model_dir,
-            train_examples=train,
-            validation_examples=valid,
-            spec=train_spec(task),
-            output_dir=job_dir,
-            reporter=reporter,
-            resume_from=resume,
-            metadata={
-                "job_id": job.id,
-                "fine_tuned_model": job.fine_tuned_model,
-                "base_model": task.base_model,
-                "training_data": json_format.MessageToDict(job.spec.training_data),
-                "validation_data": json_format.MessageToDict(job.spec.validation_data),
-                "backend": backend.name,
-            },
-        )
+        backend, config, ctx = build_context(task, self.settings, reporter)
+        nprocs = launch.processes_for(self.settings.processes_per_job)
+        if nprocs > 1 and getattr(backend, "distributed", False):
+            reporter.note(f"training on {nprocs} processes (torchrun, {'nccl' if launch.visible_gpus() else 'gloo'})")
+            launch_dir = ctx.output_dir / "launch" / str(reporter.attempt)
+            return launch.run_distributed(task.SerializeToString(), reporter, launch_dir, nprocs)
+        if nprocs > 1:
+            reporter.note(f"the {backend.name} backend trains in one process; {nprocs - 1} of {nprocs} stay idle")
         return backend.train(ctx, config)
 
     async def _finished(self, msg: Msg, task: pb.TrainTask, r: TrainingResult, rep: JobReporter, key: str) -> None:
@@ -344,7 +367,7 @@ def _disk_full(err: BaseException | None) -> bool:
     """ENOSPC anywhere in the chain (libraries such as safetensors wrap the OSError)."""
     seen = 0
     while err is not None and seen < 10:
-        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        if getattr(err, "errno", None) == errno.ENOSPC:  # OSError, or a training process's error relayed
             return True
         if "No space left on device" in str(err):
             return True

@@ -9,6 +9,12 @@ where to write, where to resume from) and reports through `Reporter`. It must:
 - ask `reporter.control()` between optimizer steps and stop promptly on "cancel" (keeping checkpoints) or "pause"
   (writing a checkpoint first);
 - write the final adapter (safetensors + adapter_config.json + tunery_metadata.json) into `ctx.output_dir/"adapter"`.
+
+A backend that sets `distributed = True` can also run as one rank of a `torch.distributed` process group (the worker
+starts the ranks with torchrun when it has more than one process per job; see tunery_trainer.launch): the group is
+initialised before `train` is called, every rank gets the same context, and `ctx.reporter` is a reporter whose
+`control()` answers the same on every rank (call it at the same points on all ranks). Only rank 0 may write
+checkpoints and the adapter; the other ranks' reporter events are dropped.
 """
 
 from __future__ import annotations
@@ -120,5 +126,7 @@ class TrainerBackend(Protocol):
     methods: ClassVar[tuple[Method, ...]]
     # A dataclass; every field has metadata={"help": "..."}; unknown keys are rejected before a job is queued.
     config_class: ClassVar[type]
+    # Optional (default False): True when train() works as one rank of a torch.distributed group (see above).
+    # distributed: ClassVar[bool]
 
     def train(self, ctx: TrainingContext, config: Any) -> TrainingResult: ...

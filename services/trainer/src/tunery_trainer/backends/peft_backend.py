@@ -11,6 +11,13 @@ Where TRL's SFTTrainer spends CPU time that this loop does not:
   most `max_tokens_per_forward` tokens so their memory stays bounded (same gradient).
 Weights stay fp32: on CPUs without AMX/AVX512-BF16, bf16 matmuls are emulated and ~10x slower (measured here).
 Checkpoints hold no pickle: adapter, optimizer tensors and RNG state as safetensors, the rest as JSON.
+
+Several processes (torchrun; see tunery_trainer.launch): every rank keeps the whole model, takes every world-th
+example of each batch, and the LoRA gradients are summed across ranks before each optimizer step, normalised by
+the trained tokens of the whole batch, so the update equals the single-process one (data parallelism, as DDP).
+With `fsdp`, the model is sharded instead (FSDP2 `fully_shard` per decoder layer and at the root): each rank holds
+1/world of every weight and gathers a layer only while it runs; ranks run the same number of passes (a rank short
+of examples runs an empty one), and checkpoints gather the LoRA weights and optimizer state onto rank 0.
 """
 
 from __future__ import annotations
@@ -95,6 +102,14 @@ class PeftBackendConfig:
     )
     device: str = field(
         default="auto", metadata={"help": "Torch device to train on: auto (cuda when available, else cpu), cpu, cuda."}
+    )
+    fsdp: bool = field(
+        default=False,
+        metadata={
+            "help": "With several processes per job: shard the base weights, LoRA weights and optimizer state across "
+            "the processes (FSDP2, one unit per decoder layer) for models that do not fit one device; off: every "
+            "process holds the whole model (data parallel). No effect in one process."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -279,6 +294,7 @@ def _encode(ctx: TrainingContext, tokenizer: Any) -> tuple[list[Tokenized], list
 
 class PeftBackend:
     name: ClassVar[str] = "peft"
+    distributed: ClassVar[bool] = True
     description: ClassVar[str] = (
         "Plain PyTorch loop over a PEFT LoRA model: padding-free batches with per-example attention, vocabulary "
         "projection only on trained tokens; fastest on CPU."
@@ -310,10 +326,15 @@ class _Run:
         from transformers import AutoTokenizer
 
         self.ctx, self.cfg, spec = ctx, config, ctx.spec
+        self.rank, self.world = 0, 1
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            self.rank, self.world = torch.distributed.get_rank(), torch.distributed.get_world_size()
         if config.device == "auto":
             self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         else:
             self.device = torch.device(config.device)
+        if self.device.type == "cuda" and self.world > 1 and self.device.index is None:
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", self.rank)))
         self.tokenizer = AutoTokenizer.from_pretrained(str(ctx.model_dir))
         self.train_set, self.valid_set = _encode(ctx, self.tokenizer)
         self.lengths = [len(e.input_ids) for e in self.train_set]
@@ -328,11 +349,23 @@ class _Run:
 
         random.seed(spec.seed)
         torch.manual_seed(spec.seed)  # LoRA init and dropout
+        self.fsdp = config.fsdp and self.world > 1
         self.model = self._load_model()
-        self._decoder, self._head = self._split_head()
+        if self.world > 1:
+            for p in self.model.parameters():  # the same starting adapter on every rank
+                if p.requires_grad:
+                    torch.distributed.broadcast(p.data, src=0)
+            torch.manual_seed(spec.seed * 1009 + self.rank)  # but each rank its own dropout masks
+        if self.fsdp:
+            if ctx.resume_from is not None:  # into the whole model, before it is cut into shards
+                self._load_adapter(ctx.resume_from)
+            self._shard()
+            self._decoder, self._head = None, None
+        else:
+            self._decoder, self._head = self._split_head()
+        self._trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.token_budget = config.max_tokens_per_forward or self._auto_token_budget()
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=spec.learning_rate, weight_decay=spec.weight_decay)
+        self.optimizer = torch.optim.AdamW(self._trainable, lr=spec.learning_rate, weight_decay=spec.weight_decay)
         from transformers import get_scheduler
 
         self.scheduler = get_scheduler(
@@ -369,7 +402,33 @@ class _Run:
             task_type="CAUSAL_LM",
         )
         model = get_peft_model(model, peft_config)
-        return model.to(self.device)
+        return model if self.fsdp else model.to(self.device)  # FSDP moves each shard to the device itself
+
+    def _shard(self) -> None:
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = init_device_mesh(self.device.type, (self.world,))
+        decoder = getattr(self.model.get_base_model(), "model", None)
+        layers = getattr(decoder, "layers", None)
+        if layers is None:
+            raise InvalidArgument(
+                "fsdp needs a decoder with a `layers` list (Llama, Mistral, Qwen, Gemma, ...); this model has none",
+                code="fsdp_unsupported_model",
+                field="backend_config.fsdp",
+            )
+        for layer in layers:
+            fully_shard(layer, mesh=mesh)
+        fully_shard(self.model, mesh=mesh)
+
+    def _full_trainable(self) -> dict[str, torch.Tensor]:
+        """LoRA weights by name, whole and on the CPU (under FSDP every rank must call this: it gathers)."""
+        out = {}
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                t = p.detach()
+                out[name] = (t.full_tensor() if hasattr(t, "full_tensor") else t).cpu()
+        return out
 
     def _split_head(self) -> tuple[Any, torch.Tensor | None]:
         """(decoder, frozen head weight) when logits are exactly `decoder(x) @ head.T`, else (None, None).
@@ -415,7 +474,7 @@ class _Run:
         else:
             import psutil
 
-            available = psutil.virtual_memory().available
+            available = psutil.virtual_memory().available // int(os.environ.get("LOCAL_WORLD_SIZE", self.world))
         return int(min(max(available // 4 // per_token, 256), 4096))
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -487,14 +546,36 @@ class _Run:
     # -- checkpoints --
 
     def _save_checkpoint(self) -> Path:
+        path = self.ctx.output_dir / "checkpoints" / f"step-{self.step:06d}"
+        adapter, opt_tensors = None, None
+        if self.fsdp:  # gathered on every rank (a collective), written by rank 0
+            adapter = self._full_trainable()
+            opt_tensors = self._full_optimizer_state()
+        if self.rank == 0:
+            self._write_checkpoint(path, adapter, opt_tensors)
+        if self.world > 1:
+            self._barrier()
+        return path
+
+    def _full_optimizer_state(self) -> dict[str, torch.Tensor]:
+        """`<param index>.<name>` -> whole tensor on the CPU: the checkpoint format, gathered from the shards."""
+        out = {}
+        for i, p in enumerate(self._trainable):
+            for k, v in self.optimizer.state.get(p, {}).items():
+                out[f"{i}.{k}"] = (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().cpu().contiguous()
+        return out
+
+    def _write_checkpoint(
+        self, path: Path, adapter: dict[str, torch.Tensor] | None, opt_tensors: dict[str, torch.Tensor] | None
+    ) -> None:
         from safetensors.torch import save_file
 
-        path = self.ctx.output_dir / "checkpoints" / f"step-{self.step:06d}"
         with atomic_dir(path) as tmp:
-            self.model.save_pretrained(str(tmp), safe_serialization=True)
+            self.model.save_pretrained(str(tmp), safe_serialization=True, state_dict=adapter)
             opt = self.optimizer.state_dict()
-            tensors = {f"{i}.{k}": v.contiguous() for i, st in opt["state"].items() for k, v in st.items()}
-            save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp / "optimizer.safetensors"))
+            if opt_tensors is None:
+                opt_tensors = {f"{i}.{k}": v.contiguous() for i, st in opt["state"].items() for k, v in st.items()}
+            save_file({k: v.cpu() for k, v in opt_tensors.items()}, str(tmp / "optimizer.safetensors"))
             (tmp / "optimizer.json").write_text(json.dumps({"param_groups": opt["param_groups"]}))
             # LambdaLR keeps plain-function lambdas out of its state (as None): all JSON.
             (tmp / "scheduler.json").write_text(json.dumps(self.scheduler.state_dict()))
@@ -523,13 +604,18 @@ class _Run:
                 "loss_sum": self.loss_sum,
                 "token_budget": self.token_budget,
                 "valid": asdict(self.valid) if self.valid else None,
+                "world_size": self.world,
             }
             (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
         self.ctx.reporter.on_checkpoint(CheckpointInfo(self.step, self.step / self.steps_per_epoch, path))
-        return path
+
+    def _load_adapter(self, path: Path) -> None:
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(self.model, load_file(str(path / "adapter_model.safetensors")))
 
     def _load_checkpoint(self, path: Path) -> None:
-        from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
         state_file = path / STATE_FILE
@@ -545,8 +631,8 @@ class _Run:
                 f"checkpoint {path} belongs to another run (total steps, examples, seed {theirs}; this run {mine})",
                 code="bad_checkpoint",
             )
-        adapter = load_file(str(path / "adapter_model.safetensors"))
-        set_peft_model_state_dict(self.model, adapter)
+        if not self.fsdp:  # under FSDP the adapter went in before sharding
+            self._load_adapter(path)
         flat = load_file(str(path / "optimizer.safetensors"))
         opt_state: dict[int, dict[str, torch.Tensor]] = {}
         for key, tensor in flat.items():
@@ -556,7 +642,20 @@ class _Run:
         for g in groups:
             if "betas" in g:
                 g["betas"] = tuple(g["betas"])
-        self.optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
+        if self.fsdp:  # cut each whole state tensor like its parameter
+            from torch.distributed.tensor import distribute_tensor
+
+            self.optimizer.load_state_dict({"state": {}, "param_groups": groups})
+            for i, st in opt_state.items():
+                p = self._trainable[i]
+                self.optimizer.state[p] = {
+                    k: distribute_tensor(v.to(p.device, p.dtype), p.device_mesh, p.placements)
+                    if v.shape == p.shape
+                    else v
+                    for k, v in st.items()
+                }
+        else:
+            self.optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
         self.scheduler.load_state_dict(json.loads((path / "scheduler.json").read_text()))
         rng = load_file(str(path / "rng.safetensors"))
         torch.set_rng_state(rng["torch"])
@@ -566,6 +665,8 @@ class _Run:
         rj = json.loads((path / "rng.json").read_text())
         random.setstate((rj["python"][0], tuple(rj["python"][1]), rj["python"][2]))
         _set_numpy_state(rj.get("numpy"))
+        if self.rank > 0:  # the checkpoint holds rank 0's generator; the others draw their own masks again
+            torch.manual_seed(self.ctx.spec.seed * 1009 + self.rank + 7919 * int(state["step"]))
         self.step = int(state["step"])
         self.trained_tokens = int(state["trained_tokens"])
         self.loss_sum = float(state["loss_sum"])
@@ -581,10 +682,16 @@ class _Run:
         self.model.eval()
         loss_sum, correct, count = 0.0, 0, 0
         bs = self.ctx.spec.batch_size
-        for i in range(0, len(self.valid_set), bs):
-            for part in self._split(self.valid_set[i : i + bs]):
-                loss, ok, n = self._loss_sums(self._collate(part))
-                loss_sum, correct, count = loss_sum + float(loss), correct + int(ok), count + n
+        mine = self.valid_set[self.rank :: self.world]
+        passes = [self._collate(part) for i in range(0, len(mine), bs) for part in self._split(mine[i : i + bs])]
+        for m in passes:
+            loss, ok, n = self._loss_sums(m)
+            loss_sum, correct, count = loss_sum + float(loss), correct + int(ok), count + n
+        for m in self._empty_passes(len(passes)):
+            self._loss_sums(m)
+        if self.world > 1:
+            loss_sum, correct, count = self._sum_across_ranks(loss_sum, correct, count)
+            correct, count = int(correct), int(count)
         self.model.train()
         self.valid = ValidationMetrics(self.step, loss_sum / max(count, 1), correct / max(count, 1))
         self.ctx.reporter.on_validation(self.valid)
@@ -597,25 +704,69 @@ class _Run:
         spec = self.ctx.spec
         epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
         ga = spec.gradient_accumulation_steps
-        idx = self._epoch_batches(epoch)[in_epoch * ga : (in_epoch + 1) * ga]
-        micro = [self._collate(part) for b in idx for part in self._split([self.train_set[i] for i in b])]
+        # With several ranks each takes every world-th example of every batch of the step.
+        idx = [b[self.rank :: self.world] for b in self._epoch_batches(epoch)[in_epoch * ga : (in_epoch + 1) * ga]]
+        micro = [self._collate(part) for b in idx if b for part in self._split([self.train_set[i] for i in b])]
         # Normalise by the trained tokens of the whole step, so accumulation equals one big batch.
-        n_trained = max(sum(int((m["labels"][:, 1:] != IGNORE_INDEX).sum()) for m in micro), 1)
+        n_trained = sum(int((m["labels"][:, 1:] != IGNORE_INDEX).sum()) for m in micro)
         tokens = sum(len(self.train_set[i].input_ids) for b in idx for i in b)
+        if self.world > 1:
+            n_trained_all, _ = self._sum_across_ranks(n_trained, 0)
+            n_trained = int(n_trained_all)
+        n_trained = max(n_trained, 1)
+        # FSDP averages gradients over the ranks; the sum is wanted (normalised by the whole step's tokens above).
+        scale = self.world / n_trained if self.fsdp else 1 / n_trained
         total = 0.0
         for m in micro:
             loss, _, _ = self._loss_sums(m)
-            (loss / n_trained).backward()
+            (loss * scale).backward()
             total += float(loss.detach())
+        for m in self._empty_passes(len(micro)):
+            loss, _, _ = self._loss_sums(m)
+            (loss * 0.0).backward()
+        if self.world > 1:
+            if not self.fsdp:  # FSDP reduced them in the backward pass
+                self._sum_gradients()
+            total, tokens_all = self._sum_across_ranks(total, tokens)
+            tokens = int(tokens_all)
         if self.cfg.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(
-                [p for p in self.model.parameters() if p.requires_grad], self.cfg.max_grad_norm
-            )
+            torch.nn.utils.clip_grad_norm_(self._trainable, self.cfg.max_grad_norm)
         lr = float(self.optimizer.param_groups[0]["lr"])
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return total / n_trained, tokens, lr
+
+    # -- several ranks --
+
+    def _sum_across_ranks(self, *values: float) -> list[float]:
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(t)
+        return t.tolist()
+
+    def _sum_gradients(self) -> None:
+        """All-reduce (sum) the LoRA gradients in one flat buffer; a rank without examples adds zeros."""
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self._trainable]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        torch.distributed.all_reduce(flat)
+        offset = 0
+        for p in self._trainable:
+            n = p.numel()
+            p.grad = flat[offset : offset + n].view_as(p).clone()
+            offset += n
+
+    def _empty_passes(self, mine: int) -> list[dict[str, Any]]:
+        """Under FSDP every rank must run as many passes as the busiest one (each pass gathers every layer):
+        passes over one short example whose loss is then multiplied by 0, for the ranks with fewer."""
+        if not self.fsdp:
+            return []
+        t = torch.tensor([mine], dtype=torch.int64, device=self.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        short = min(self.train_set, key=lambda e: len(e.input_ids))
+        return [self._collate([short]) for _ in range(int(t.item()) - mine)]
+
+    def _barrier(self) -> None:
+        torch.distributed.barrier()
 
     def run(self) -> TrainingResult:
         ctx, spec, rep = self.ctx, self.ctx.spec, self.ctx.reporter
@@ -675,9 +826,14 @@ class _Run:
         adapter_dir = None
         if outcome == "completed":
             adapter_dir = ctx.output_dir / "adapter"
-            with atomic_dir(adapter_dir) as tmp:
-                self.model.save_pretrained(str(tmp), safe_serialization=True)
-                write_metadata(tmp, ctx, "peft", self.cfg, {**metrics, "steps": self.step})
+            full = self._full_trainable() if self.fsdp else None
+            if self.rank == 0:
+                with atomic_dir(adapter_dir) as tmp:
+                    self.model.save_pretrained(str(tmp), safe_serialization=True, state_dict=full)
+                    meta = {**metrics, "steps": self.step, "processes": self.world}
+                    write_metadata(tmp, ctx, "peft", self.cfg, meta)
+            if self.world > 1:
+                self._barrier()
         return TrainingResult(outcome, self.step, self.total_steps, self.trained_tokens, adapter_dir, metrics)
 
 

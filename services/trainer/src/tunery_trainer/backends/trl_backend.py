@@ -4,6 +4,9 @@ The reference implementation: what the Hugging Face ecosystem does by default, p
 by `tunery_trainer.data` (the same labels as the peft backend: assistant turns through end-of-turn, `weight: 0`
 honoured) and handed to TRL pre-tokenized with a `labels` column, which TRL keeps as is. A TrainerCallback bridges
 the HF Trainer's events to the Reporter and its control flags to `reporter.control()`.
+
+Checkpoints hold no pickle: the Trainer's optimizer, scheduler, RNG and training-arguments files (torch.save
+pickles) are written as safetensors and JSON instead, and read back from them on resume.
 """
 
 from __future__ import annotations
@@ -310,7 +313,7 @@ class TrlBackend:
             sft = {**common, "packing": config.packing}
             if config.padding_free and not config.packing:
                 sft["max_length"] = None  # TRL refuses a max_length it can't enforce; encode_sft truncated already
-            trainer = SFTTrainer(
+            trainer = _safe_checkpoints(SFTTrainer)(
                 model=model,
                 args=SFTConfig(**{**sft, **config.extra_args}),
                 train_dataset=train_ds,
@@ -322,7 +325,7 @@ class TrlBackend:
         else:
             from trl import DPOConfig, DPOTrainer
 
-            trainer = DPOTrainer(
+            trainer = _safe_checkpoints(DPOTrainer)(
                 model=model,
                 args=DPOConfig(**{**common, "beta": config.dpo_beta, **config.extra_args}),
                 train_dataset=train_ds,
@@ -359,6 +362,94 @@ class TrlBackend:
             adapter_dir,
             metrics,
         )
+
+
+def _safe_checkpoints(trainer_class: type) -> type:
+    """`trainer_class` writing its resume state as safetensors + JSON instead of torch.save pickles."""
+    import json
+    import os
+    import random
+
+    from safetensors.torch import load_file, save_file
+
+    class SafeCheckpoints(trainer_class):  # type: ignore[misc, valid-type]
+        def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+            if not self.args.should_save:
+                return
+            opt = self.optimizer.state_dict()
+            tensors = {
+                f"{i}.{k}": v.detach().cpu().contiguous() for i, st in opt["state"].items() for k, v in st.items()
+            }
+            save_file(tensors, os.path.join(output_dir, "optimizer.safetensors"))
+            with open(os.path.join(output_dir, "optimizer.json"), "w") as f:
+                json.dump({"param_groups": opt["param_groups"]}, f)
+            with open(os.path.join(output_dir, "scheduler.json"), "w") as f:
+                json.dump(self.lr_scheduler.state_dict(), f)
+
+        def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+            if checkpoint is None or not os.path.isfile(os.path.join(checkpoint, "optimizer.safetensors")):
+                return super()._load_optimizer_and_scheduler(checkpoint)
+            state: dict[int, dict[str, torch.Tensor]] = {}
+            for key, t in load_file(os.path.join(checkpoint, "optimizer.safetensors")).items():
+                i, name = key.split(".", 1)
+                state.setdefault(int(i), {})[name] = t
+            with open(os.path.join(checkpoint, "optimizer.json")) as f:
+                groups = json.load(f)["param_groups"]
+            for g in groups:
+                if "betas" in g:
+                    g["betas"] = tuple(g["betas"])
+            self.optimizer.load_state_dict({"state": state, "param_groups": groups})
+            with open(os.path.join(checkpoint, "scheduler.json")) as f:
+                self.lr_scheduler.load_state_dict(json.load(f))
+
+        def _save_rng_state(self, output_dir: str) -> None:
+            import numpy as np
+
+            os.makedirs(output_dir, exist_ok=True)
+            tensors = {"cpu": torch.random.get_rng_state()}
+            if torch.cuda.is_available():
+                tensors.update({f"cuda.{i}": t for i, t in enumerate(torch.cuda.random.get_rng_state_all())})
+            rank = self.args.process_index
+            save_file(tensors, os.path.join(output_dir, f"rng_state_{rank}.safetensors"))
+            py = random.getstate()
+            kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)  # type: ignore[misc]
+            with open(os.path.join(output_dir, f"rng_state_{rank}.json"), "w") as f:
+                json.dump(
+                    {
+                        "python": [py[0], list(py[1]), py[2]],
+                        "numpy": [kind, np.asarray(keys).tolist(), int(pos), int(has_gauss), float(gauss)],
+                    },
+                    f,
+                )
+
+        def _load_rng_state(self, checkpoint: str | None) -> None:
+            import numpy as np
+
+            rank = self.args.process_index
+            if checkpoint is None or not os.path.isfile(os.path.join(checkpoint, f"rng_state_{rank}.safetensors")):
+                return super()._load_rng_state(checkpoint)
+            tensors = load_file(os.path.join(checkpoint, f"rng_state_{rank}.safetensors"))
+            torch.random.set_rng_state(tensors["cpu"])
+            cuda = [tensors[k] for k in sorted(tensors) if k.startswith("cuda.")]
+            if cuda and torch.cuda.is_available():
+                torch.cuda.random.set_rng_state_all(cuda)
+            with open(os.path.join(checkpoint, f"rng_state_{rank}.json")) as f:
+                js = json.load(f)
+            random.setstate((js["python"][0], tuple(js["python"][1]), js["python"][2]))
+            kind, keys, pos, has_gauss, gauss = js["numpy"]
+            np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+
+        def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+            super()._save(output_dir, state_dict)
+            out = output_dir if output_dir is not None else self.args.output_dir
+            pickled = os.path.join(out, "training_args.bin")
+            if self.args.should_save and os.path.exists(pickled):
+                os.remove(pickled)
+                with open(os.path.join(out, "training_args.json"), "w") as f:
+                    f.write(self.args.to_json_string())
+
+    SafeCheckpoints.__name__ = SafeCheckpoints.__qualname__ = f"Tunery{trainer_class.__name__}"
+    return SafeCheckpoints
 
 
 def _preference_only(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
