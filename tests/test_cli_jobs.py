@@ -199,6 +199,13 @@ def test_usage_and_connection_errors(stack: Stack) -> None:
     res = stack.cli("jobs", "list", "--addr", f"127.0.0.1:{free_port()}", check=1)
     assert res.err.startswith("error: cannot reach the trainer service at 127.0.0.1:")
     assert "not found" in stack.cli("jobs", "watch", "ftjob-nope", check=1).err
+    # each CLI pointed at the other service's port: said in words, not as a gRPC status
+    trainer = f"127.0.0.1:{stack.env['TUNERY_TRAINER_PORT']}"
+    dataset = f"127.0.0.1:{stack.env['TUNERY_DATASET_PORT']}"
+    res = stack.cli("datasets", "list", "--addr", trainer, check=1)
+    assert res.err.startswith(f"error: {trainer} does not serve the dataset API"), res.err
+    res = stack.cli("jobs", "list", "--addr", dataset, check=1)
+    assert res.err.startswith(f"error: {dataset} does not serve the trainer API"), res.err
 
 
 def test_backends_and_models_are_listed(stack: Stack) -> None:

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,3 +166,47 @@ def tokenizer_source(spec: BaseModelSpec, data_dir: Path) -> str:
     except OSError:  # another process converted it first
         shutil.rmtree(tmp, ignore_errors=True)
     return str(out)
+
+
+def converted_weights(spec: BaseModelSpec, data_dir: Path) -> Path:
+    """A GGUF model dequantized once into `<data_dir>/models/<name>/hf`: float32 safetensors and the tokenizer.
+
+    Loading a GGUF through transformers dequantizes on every load (seconds) and leaves quantization marks that make
+    PEFT refuse adapters and `save_pretrained` refuse to save; trainer workers and the gateway share this folder, and
+    whichever needs it first converts it, under a lock, into a temporary folder renamed into place (readers see all
+    of it or none). Needs torch and transformers (imported here only).
+    """
+    assert spec.gguf is not None, f"{spec.name} is not a GGUF model"
+    out = spec.converted_dir(data_dir) / "hf"
+    if (out / "config.json").exists():
+        return out
+    import fcntl
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with (out.parent / ".hf.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one conversion at a time on this host; released when the file closes
+        if (out / "config.json").exists():
+            return out
+        tmp = Path(tempfile.mkdtemp(prefix=".hf-", dir=out.parent))
+        try:
+            _dequantize_gguf(spec, data_dir, tmp)
+            tmp.rename(out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _dequantize_gguf(spec: BaseModelSpec, data_dir: Path, out: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    assert spec.gguf is not None
+    model: Any = AutoModelForCausalLM.from_pretrained(
+        str(spec.gguf.parent), gguf_file=spec.gguf.name, dtype=torch.float32
+    )
+    # The weights are dequantized now; the marks would make save/PEFT treat the model as quantized.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(str(out), safe_serialization=True)
+    AutoTokenizer.from_pretrained(tokenizer_source(spec, data_dir)).save_pretrained(str(out))

@@ -7,24 +7,21 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-import grpc
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
-from tunery.cli import output
+from tunery.cli import output, rpc
 from tunery.cli.output import console, info, print_json, say, to_dict, when
 from tunery.common.v1 import common_pb2
 from tunery.dataset.v1 import dataset_pb2 as pb
 from tunery.dataset.v1 import dataset_pb2_grpc
-from tunery.errors import Problem, TuneryError, Unavailable, details_from_metadata, from_rpc_error
-from tunery.runtime.client import channel
-from tunery.up import service_address
+from tunery.errors import Problem
 
 app = typer.Typer(help="Datasets: create, upload, curate, freeze versions, export.", no_args_is_help=True)
 
@@ -40,32 +37,9 @@ DatasetArg = Annotated[str, typer.Argument(help="Dataset name or id.")]
 VersionOpt = Annotated[int, typer.Option("--version", "-v", min=0, help="Version number; 0 is the draft.")]
 
 
-def _rpc_error(err: grpc.RpcError, addr: str) -> TuneryError:
-    code = err.code() if hasattr(err, "code") else None
-    meta = err.trailing_metadata() if hasattr(err, "trailing_metadata") else None
-    if code == grpc.StatusCode.UNAVAILABLE and details_from_metadata(meta) is None:  # type: ignore[arg-type]
-        return Unavailable(f"cannot reach the dataset service at {addr}: is `tunery up` running?",
-                           code="unreachable")
-    return from_rpc_error(err)
-
-
-@contextmanager
-def connect(addr: str | None) -> Iterator[dataset_pb2_grpc.DatasetServiceStub]:
-    """A stub on a fresh channel; any failure inside ends the command with one clear line and exit code 1."""
-    target = ""
-    try:
-        target = addr or service_address("dataset")
-        ch = channel(target)
-    except TuneryError as err:
-        output.fail(err)
-    try:
-        yield dataset_pb2_grpc.DatasetServiceStub(ch)
-    except grpc.RpcError as err:
-        output.fail(_rpc_error(err, target))
-    except TuneryError as err:
-        output.fail(err)
-    finally:
-        ch.close()
+def connect(addr: str | None) -> AbstractContextManager[dataset_pb2_grpc.DatasetServiceStub]:
+    """A dataset service stub; any failure inside ends the command with one clear line and exit code 1."""
+    return rpc.connect("dataset", dataset_pb2_grpc.DatasetServiceStub, addr)
 
 
 def _page(size: int, token: str) -> common_pb2.PageRequest:

@@ -11,8 +11,8 @@ import json
 import math
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
@@ -24,15 +24,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
-from tunery.cli import output
+from tunery.cli import output, rpc
 from tunery.cli.datasets import JsonOpt, _kv, _more_hint, _page, _paged
 from tunery.cli.output import console, info, print_json, say, to_dict, when
 from tunery.common.v1 import common_pb2
-from tunery.errors import TuneryError, Unavailable, details_from_metadata, from_rpc_error
-from tunery.runtime.client import channel
+from tunery.errors import TuneryError
 from tunery.trainer.v1 import trainer_pb2 as pb
 from tunery.trainer.v1 import trainer_pb2_grpc
-from tunery.up import service_address
 
 app = typer.Typer(help="Fine-tuning jobs: create, list, follow, cancel, pause, resume.", no_args_is_help=True)
 
@@ -98,34 +96,9 @@ def _with_field(err: TuneryError) -> TuneryError:
     return dataclasses.replace(err, message=f"{err.message} (field {err.field}{f', option {opt}' if opt else ''})")
 
 
-def _rpc_error(err: grpc.RpcError, addr: str) -> TuneryError:
-    code = err.code() if hasattr(err, "code") else None
-    meta = err.trailing_metadata() if hasattr(err, "trailing_metadata") else None
-    if code == grpc.StatusCode.UNAVAILABLE and details_from_metadata(meta) is None:  # type: ignore[arg-type]
-        return Unavailable(f"cannot reach the trainer service at {addr}: is `tunery up` running?", code="unreachable")
-    if code == grpc.StatusCode.UNIMPLEMENTED:
-        return TuneryError(f"{addr} does not serve the trainer API: is that the trainer service's address?",
-                           code="unimplemented")
-    return _with_field(from_rpc_error(err))
-
-
-@contextmanager
-def connect(addr: str | None) -> Iterator[trainer_pb2_grpc.TrainerServiceStub]:
-    """A stub on a fresh channel; any failure inside ends the command with one clear line and exit code 1."""
-    target = ""
-    try:
-        target = addr or service_address("trainer")
-        ch = channel(target)
-    except TuneryError as err:
-        output.fail(err)
-    try:
-        yield trainer_pb2_grpc.TrainerServiceStub(ch)
-    except grpc.RpcError as err:
-        output.fail(_rpc_error(err, target))
-    except TuneryError as err:
-        output.fail(err)
-    finally:
-        ch.close()
+def connect(addr: str | None) -> AbstractContextManager[trainer_pb2_grpc.TrainerServiceStub]:
+    """A trainer service stub; any failure inside ends the command with one clear line and exit code 1."""
+    return rpc.connect("trainer", trainer_pb2_grpc.TrainerServiceStub, addr, refine=_with_field)
 
 
 # ---- formatting ------------------------------------------------------------------------------------------------

@@ -7,12 +7,10 @@ train, so the worker pays that once and every job after reads float32 safetensor
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
-from tunery.models import DEFAULT_MODEL, BaseModelSpec, resolve, tokenizer_source
+from tunery.models import DEFAULT_MODEL, BaseModelSpec, converted_weights, resolve, tokenizer_source
 
 # Files of a hub model that training needs; everything else (pickled weights, GGUF, ONNX) is skipped.
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.tiktoken"]
@@ -26,39 +24,7 @@ def prepare_base_model(spec: BaseModelSpec, data_dir: Path) -> Path:
         from huggingface_hub import snapshot_download
 
         return Path(snapshot_download(spec.hub_id, allow_patterns=_HUB_PATTERNS))
-    assert spec.gguf is not None
-    out = spec.converted_dir(data_dir) / "hf"
-    if (out / "config.json").exists():  # complete: the folder only appears through the final rename
-        return out
-    from filelock import FileLock
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(out.parent / ".hf.lock")):  # one conversion at a time across workers on this host
-        if (out / "config.json").exists():
-            return out
-        tmp = Path(tempfile.mkdtemp(prefix=".hf-", dir=out.parent))
-        try:
-            _convert_gguf(spec, data_dir, tmp)
-            tmp.rename(out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
-
-
-def _convert_gguf(spec: BaseModelSpec, data_dir: Path, out: Path) -> None:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    assert spec.gguf is not None
-    model: Any = AutoModelForCausalLM.from_pretrained(
-        str(spec.gguf.parent), gguf_file=spec.gguf.name, dtype=torch.float32
-    )
-    # The weights are dequantized now; the marks would make save/PEFT treat the model as quantized.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(str(out), safe_serialization=True)
-    AutoTokenizer.from_pretrained(tokenizer_source(spec, data_dir)).save_pretrained(str(out))
+    return converted_weights(spec, data_dir)  # a GGUF: dequantized once, shared with the gateway
 
 
 def build_tiny_llama(out: Path, seed: int = 0, data_dir: Path | None = None) -> Path:
