@@ -315,6 +315,19 @@ def test_peft_padded_path_with_accumulation(
     assert_loss_falls(rep.losses)
 
 
+def test_peft_bfloat16_base_weights_keep_float32_lora(
+    tiny_model: Path, chat_examples: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """Half-size frozen weights (what large models on GPUs use): training works, the adapter stays float32."""
+    spec = TrainSpec(n_epochs=1, batch_size=4, learning_rate=1e-2, max_seq_length=256, seed=3)
+    r, rep = run(PeftBackend(), tiny_model, chat_examples, tmp_path, spec, PeftBackendConfig(base_dtype="bfloat16"))
+    assert (r.outcome, r.steps) == ("completed", 6)
+    assert_loss_falls(rep.losses)
+    assert r.adapter_dir is not None
+    adapter = load_file(str(r.adapter_dir / "adapter_model.safetensors"))
+    assert adapter and {t.dtype for t in adapter.values()} == {torch.float32}
+
+
 def test_peft_token_budget_splits_batches_without_changing_the_result(
     tiny_model: Path, chat_examples: list[dict[str, Any]], tmp_path: Path
 ) -> None:
@@ -419,6 +432,8 @@ def test_trl_dpo_runs_on_preference_examples(tiny_model: Path, tmp_path: Path) -
 def test_configs_reject_bad_values() -> None:
     with pytest.raises(ValueError, match="lr_scheduler"):
         PeftBackendConfig(lr_scheduler="sometimes")
+    with pytest.raises(ValueError, match="base_dtype"):
+        PeftBackendConfig(base_dtype="float8")
     with pytest.raises(ValueError, match="may not set"):
         TrlBackendConfig(extra_args={"learning_rate": 1.0})
     with pytest.raises(ValueError, match="neither"):

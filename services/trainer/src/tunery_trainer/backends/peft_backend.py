@@ -9,7 +9,8 @@ Where TRL's SFTTrainer spends CPU time that this loop does not:
   [tokens, vocab] logits never exist at once);
 - gradient checkpointing (TRL's default): activations are kept instead, and a batch is split into passes of at
   most `max_tokens_per_forward` tokens so their memory stays bounded (same gradient).
-Weights stay fp32: on CPUs without AMX/AVX512-BF16, bf16 matmuls are emulated and ~10x slower (measured here).
+Frozen weights are fp32 on CPUs (without AMX/AVX512-BF16, bf16 matmuls are 4-50x slower, measured on two CPUs
+here) and bf16 on GPUs (`base_dtype`); LoRA weights and optimizer state are always fp32.
 Checkpoints hold no pickle: adapter, optimizer tensors and RNG state as safetensors, the rest as JSON.
 
 Several processes (torchrun; see tunery_trainer.launch): every rank keeps the whole model, takes every world-th
@@ -17,7 +18,8 @@ example of each batch, and the LoRA gradients are summed across ranks before eac
 the trained tokens of the whole batch, so the update equals the single-process one (data parallelism, as DDP).
 With `fsdp`, the model is sharded instead (FSDP2 `fully_shard` per decoder layer and at the root): each rank holds
 1/world of every weight and gathers a layer only while it runs; ranks run the same number of passes (a rank short
-of examples runs an empty one), and checkpoints gather the LoRA weights and optimizer state onto rank 0.
+of examples runs an empty one), only rank 0 reads the weights (the others start on the meta device and receive
+their shards), and checkpoints gather the LoRA weights and optimizer state onto rank 0.
 """
 
 from __future__ import annotations
@@ -103,6 +105,13 @@ class PeftBackendConfig:
     device: str = field(
         default="auto", metadata={"help": "Torch device to train on: auto (cuda when available, else cpu), cpu, cuda."}
     )
+    base_dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "dtype of the frozen base weights: float32, bfloat16 (half the memory; what a 70B model on GPUs "
+            "needs), or auto (bfloat16 on GPUs, float32 on CPUs). LoRA weights and optimizer state stay float32."
+        },
+    )
     fsdp: bool = field(
         default=False,
         metadata={
@@ -121,6 +130,8 @@ class PeftBackendConfig:
             raise ValueError(f"max_tokens_per_forward must be >= 0, not {self.max_tokens_per_forward}")
         if self.max_grad_norm < 0:
             raise ValueError(f"max_grad_norm must be >= 0, not {self.max_grad_norm}")
+        if self.base_dtype not in ("auto", "float32", "bfloat16"):
+            raise ValueError(f"base_dtype must be auto, float32 or bfloat16, not {self.base_dtype!r}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"device must be auto, cpu or cuda[:N], not {self.device!r}")
 
@@ -350,19 +361,22 @@ class _Run:
         random.seed(spec.seed)
         torch.manual_seed(spec.seed)  # LoRA init and dropout
         self.fsdp = config.fsdp and self.world > 1
-        self.model = self._load_model()
-        if self.world > 1:
-            for p in self.model.parameters():  # the same starting adapter on every rank
-                if p.requires_grad:
-                    torch.distributed.broadcast(p.data, src=0)
-            torch.manual_seed(spec.seed * 1009 + self.rank)  # but each rank its own dropout masks
+        # Under FSDP only rank 0 reads the weights; the others build the model on the meta device (no memory)
+        # and receive their shards from rank 0 after sharding: one copy of the base model in host memory, not N.
+        self.model = self._load_model(on_meta=self.fsdp and self.rank != 0)
         if self.fsdp:
-            if ctx.resume_from is not None:  # into the whole model, before it is cut into shards
+            if ctx.resume_from is not None and self.rank == 0:  # into the whole model, before it is cut into shards
                 self._load_adapter(ctx.resume_from)
             self._shard()
             self._decoder, self._head = None, None
         else:
+            if self.world > 1:
+                for p in self.model.parameters():  # the same starting adapter on every rank
+                    if p.requires_grad:
+                        torch.distributed.broadcast(p.data, src=0)
             self._decoder, self._head = self._split_head()
+        if self.world > 1:
+            torch.manual_seed(spec.seed * 1009 + self.rank)  # each rank its own dropout masks
         self._trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.token_budget = config.max_tokens_per_forward or self._auto_token_budget()
         self.optimizer = torch.optim.AdamW(self._trainable, lr=spec.learning_rate, weight_decay=spec.weight_decay)
@@ -379,17 +393,22 @@ class _Run:
 
     # -- setup --
 
-    def _load_model(self) -> Any:
+    def _load_model(self, on_meta: bool = False) -> Any:
         from peft import LoraConfig, get_peft_model
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoConfig, AutoModelForCausalLM
 
         attn = "sdpa"
         if self.cfg.padding_free:
             _register_attention()
             attn = SEGMENTED_ATTENTION
-        model: Any = AutoModelForCausalLM.from_pretrained(
-            str(self.ctx.model_dir), dtype=torch.float32, attn_implementation=attn
-        )
+        dtype = self._base_dtype()
+        model: Any
+        if on_meta:
+            config = AutoConfig.from_pretrained(str(self.ctx.model_dir))
+            with torch.device("meta"):
+                model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(str(self.ctx.model_dir), dtype=dtype, attn_implementation=attn)
         model.config.use_cache = False
         if self.cfg.grad_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -404,9 +423,18 @@ class _Run:
         model = get_peft_model(model, peft_config)
         return model if self.fsdp else model.to(self.device)  # FSDP moves each shard to the device itself
 
+    def _base_dtype(self) -> torch.dtype:
+        if self.cfg.base_dtype == "bfloat16" or (self.cfg.base_dtype == "auto" and self.device.type == "cuda"):
+            return torch.bfloat16
+        return torch.float32
+
     def _shard(self) -> None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
+
+        # rank 0's whole weights (LoRA included), kept only until they are scattered below
+        full = self.model.state_dict() if self.rank == 0 else {}
 
         mesh = init_device_mesh(self.device.type, (self.world,))
         decoder = getattr(self.model.get_base_model(), "model", None)
@@ -420,6 +448,14 @@ class _Run:
         for layer in layers:
             fully_shard(layer, mesh=mesh)
         fully_shard(self.model, mesh=mesh)
+        if self.rank != 0:
+            self.model.to_empty(device=self.device)  # room for this rank's shards, filled from rank 0 next
+        set_model_state_dict(
+            self.model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=False)
+        )
+        del full
+        for b in self.model.buffers():  # not in the state dict (rotary frequencies, ...): rank 0's too
+            torch.distributed.broadcast(b.data, src=0)
 
     def _full_trainable(self) -> dict[str, torch.Tensor]:
         """LoRA weights by name, whole and on the CPU (under FSDP every rank must call this: it gathers)."""
