@@ -328,6 +328,26 @@ def test_peft_bfloat16_base_weights_keep_float32_lora(
     assert adapter and {t.dtype for t in adapter.values()} == {torch.float32}
 
 
+def test_peft_turns_on_checkpointing_when_the_longest_example_would_not_fit(
+    tiny_model: Path, chat_examples: list[dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An example cannot be split across passes; with too little memory for its activations they are recomputed,
+    and the training is the same."""
+    import psutil
+
+    spec = TrainSpec(n_epochs=1, batch_size=4, learning_rate=1e-2, max_seq_length=256, seed=4, lora=LoraSpec(dropout=0))
+    _, plenty = run(PeftBackend(), tiny_model, chat_examples, tmp_path / "a", spec, FAST)
+    real = psutil.virtual_memory()
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: real._replace(available=1 << 20))  # 1 MiB "free"
+    r, scarce = run(PeftBackend(), tiny_model, chat_examples, tmp_path / "b", spec, FAST)
+    assert r.adapter_dir is not None
+    meta = json.loads((r.adapter_dir / "tunery_metadata.json").read_text())
+    assert meta["backend_config"]["grad_checkpointing"] is True, "switched on, and recorded"
+    first = json.loads((tmp_path / "a" / "adapter" / "tunery_metadata.json").read_text())
+    assert first["backend_config"]["grad_checkpointing"] is False
+    assert scarce.losses == pytest.approx(plenty.losses, rel=1e-5)
+
+
 def test_peft_token_budget_splits_batches_without_changing_the_result(
     tiny_model: Path, chat_examples: list[dict[str, Any]], tmp_path: Path
 ) -> None:

@@ -25,8 +25,10 @@ their shards), and checkpoints gather the LoRA weights and optimizer state onto 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
+import logging
 import math
 import os
 import random
@@ -53,6 +55,7 @@ from tunery_trainer.backends.base import (
 )
 from tunery_trainer.data import IGNORE_INDEX, Tokenized, collate_padded, collate_padding_free, encode_sft
 
+log = logging.getLogger("tunery.trainer.peft")
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 SEGMENTED_ATTENTION = "tunery_segmented_sdpa"
 STATE_FILE = "trainer_state.json"
@@ -81,7 +84,10 @@ class PeftBackendConfig:
     )
     grad_checkpointing: bool = field(
         default=False,
-        metadata={"help": "Recompute activations in the backward pass: less memory, about 30% slower."},
+        metadata={
+            "help": "Recompute activations in the backward pass: less memory, about 30% slower. Turned on by itself "
+            "when the longest training example's activations would not fit half the memory available."
+        },
     )
     lr_scheduler: str = field(
         default="linear",
@@ -361,6 +367,17 @@ class _Run:
         random.seed(spec.seed)
         torch.manual_seed(spec.seed)  # LoRA init and dropout
         self.fsdp = config.fsdp and self.world > 1
+        # An example cannot be split across passes: if the longest one's activations would not fit, recompute them.
+        self._per_token, self._per_token_ckpt, self._available = self._memory_plan()
+        self.checkpointing = config.grad_checkpointing or max(self.lengths) * self._per_token > self._available // 2
+        if self.checkpointing and not config.grad_checkpointing:
+            log.warning(
+                "gradient checkpointing on: the longest example (%d tokens) needs ~%.1f GB of activations, %.1f GB "
+                "available",
+                max(self.lengths),
+                max(self.lengths) * self._per_token / 1e9,
+                self._available / 1e9,
+            )
         # Under FSDP only rank 0 reads the weights; the others build the model on the meta device (no memory)
         # and receive their shards from rank 0 after sharding: one copy of the base model in host memory, not N.
         self.model = self._load_model(on_meta=self.fsdp and self.rank != 0)
@@ -410,7 +427,7 @@ class _Run:
         else:
             model = AutoModelForCausalLM.from_pretrained(str(self.ctx.model_dir), dtype=dtype, attn_implementation=attn)
         model.config.use_cache = False
-        if self.cfg.grad_checkpointing:
+        if self.checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         lora = self.ctx.spec.lora
         peft_config = LoraConfig(
@@ -493,25 +510,32 @@ class _Run:
             return None, None
         return decoder, head.weight
 
-    def _auto_token_budget(self) -> int:
-        """Tokens per forward pass whose saved activations fit a quarter of the memory available now.
+    def _memory_plan(self) -> tuple[int, int, int]:
+        """(activation bytes per token kept for backward, the same with checkpointing, memory available to a rank).
 
         Per token and layer, autograd keeps about 20 hidden-wide and 8 MLP-wide fp32 vectors (LoRA inputs, dropout,
         norms, attention, the MLP); measured 3.1 MB/token on SmolLM2-135M (30 x 576, MLP 1536), estimated 2.9.
+        With checkpointing, one layer's worth plus each layer's input.
         """
-        c = self.model.get_base_model().config
+        from transformers import AutoConfig
+
+        c = AutoConfig.from_pretrained(str(self.ctx.model_dir))
         c = getattr(c, "text_config", None) or c
         layers, hidden = int(c.num_hidden_layers), int(c.hidden_size)
         width = int(getattr(c, "intermediate_size", 0) or 4 * hidden)
         per_layer = (20 * hidden + 8 * width) * 4
-        per_token = per_layer + layers * hidden * 8 if self.cfg.grad_checkpointing else layers * per_layer
         if self.device.type == "cuda":
             available = torch.cuda.mem_get_info(self.device)[0]
         else:
             import psutil
 
             available = psutil.virtual_memory().available // int(os.environ.get("LOCAL_WORLD_SIZE", self.world))
-        return int(min(max(available // 4 // per_token, 256), 4096))
+        return layers * per_layer, per_layer + layers * hidden * 8, int(available)
+
+    def _auto_token_budget(self) -> int:
+        """Tokens per forward pass whose saved activations fit a quarter of the memory available at start."""
+        per_token = self._per_token_ckpt if self.checkpointing else self._per_token
+        return int(min(max(self._available // 4 // per_token, 256), 4096))
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if not self.cfg.autocast_bf16:
@@ -867,7 +891,8 @@ class _Run:
                 with atomic_dir(adapter_dir) as tmp:
                     self.model.save_pretrained(str(tmp), safe_serialization=True, state_dict=full)
                     meta = {**metrics, "steps": self.step, "processes": self.world}
-                    write_metadata(tmp, ctx, "peft", self.cfg, meta)
+                    effective = dataclasses.replace(self.cfg, grad_checkpointing=self.checkpointing)
+                    write_metadata(tmp, ctx, "peft", effective, meta)
             if self.world > 1:
                 self._barrier()
         return TrainingResult(outcome, self.step, self.total_steps, self.trained_tokens, adapter_dir, metrics)
