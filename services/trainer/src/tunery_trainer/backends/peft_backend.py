@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from tunery.errors import FailedPrecondition, InvalidArgument
+from tunery_trainer.backends import statefiles
 from tunery_trainer.backends.base import (
     CheckpointInfo,
     Method,
@@ -628,24 +629,11 @@ class _Run:
     def _write_checkpoint(
         self, path: Path, adapter: dict[str, torch.Tensor] | None, opt_tensors: dict[str, torch.Tensor] | None
     ) -> None:
-        from safetensors.torch import save_file
-
         with atomic_dir(path) as tmp:
             self.model.save_pretrained(str(tmp), safe_serialization=True, state_dict=adapter)
-            opt = self.optimizer.state_dict()
-            if opt_tensors is None:
-                opt_tensors = {f"{i}.{k}": v.contiguous() for i, st in opt["state"].items() for k, v in st.items()}
-            save_file({k: v.cpu() for k, v in opt_tensors.items()}, str(tmp / "optimizer.safetensors"))
-            (tmp / "optimizer.json").write_text(json.dumps({"param_groups": opt["param_groups"]}))
-            # LambdaLR keeps plain-function lambdas out of its state (as None): all JSON.
-            (tmp / "scheduler.json").write_text(json.dumps(self.scheduler.state_dict()))
-            rng = {"torch": torch.get_rng_state()}
-            if torch.cuda.is_available():
-                rng.update({f"cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
-            save_file(rng, str(tmp / "rng.safetensors"))
-            py = random.getstate()
-            np_state = _numpy_state()
-            (tmp / "rng.json").write_text(json.dumps({"python": [py[0], list(py[1]), py[2]], "numpy": np_state}))
+            statefiles.save_optimizer(tmp, self.optimizer, opt_tensors)
+            statefiles.save_scheduler(tmp, self.scheduler)
+            statefiles.save_rng(tmp, "rng")
             epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
             state = {
                 "backend": "peft",
@@ -676,7 +664,6 @@ class _Run:
         set_peft_model_state_dict(self.model, load_file(str(path / "adapter_model.safetensors")))
 
     def _load_checkpoint(self, path: Path) -> None:
-        from safetensors.torch import load_file
 
         state_file = path / STATE_FILE
         if not state_file.exists():
@@ -693,15 +680,7 @@ class _Run:
             )
         if not self.fsdp:  # under FSDP the adapter went in before sharding
             self._load_adapter(path)
-        flat = load_file(str(path / "optimizer.safetensors"))
-        opt_state: dict[int, dict[str, torch.Tensor]] = {}
-        for key, tensor in flat.items():
-            idx, name = key.split(".", 1)
-            opt_state.setdefault(int(idx), {})[name] = tensor
-        groups = json.loads((path / "optimizer.json").read_text())["param_groups"]
-        for g in groups:
-            if "betas" in g:
-                g["betas"] = tuple(g["betas"])
+        opt_state, groups = statefiles.read_optimizer(path)
         if self.fsdp:  # cut each whole state tensor like its parameter
             from torch.distributed.tensor import distribute_tensor
 
@@ -716,15 +695,8 @@ class _Run:
                 }
         else:
             self.optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
-        self.scheduler.load_state_dict(json.loads((path / "scheduler.json").read_text()))
-        rng = load_file(str(path / "rng.safetensors"))
-        torch.set_rng_state(rng["torch"])
-        cuda = [rng[f"cuda.{i}"] for i in range(len(rng) - 1) if f"cuda.{i}" in rng]
-        if cuda and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(cuda)
-        rj = json.loads((path / "rng.json").read_text())
-        random.setstate((rj["python"][0], tuple(rj["python"][1]), rj["python"][2]))
-        _set_numpy_state(rj.get("numpy"))
+        statefiles.load_scheduler(path, self.scheduler)
+        statefiles.load_rng(path, "rng")
         if self.rank > 0:  # the checkpoint holds rank 0's generator; the others draw their own masks again
             torch.manual_seed(self.ctx.spec.seed * 1009 + self.rank + 7919 * int(state["step"]))
         self.step = int(state["step"])
@@ -897,20 +869,3 @@ class _Run:
                 self._barrier()
         return TrainingResult(outcome, self.step, self.total_steps, self.trained_tokens, adapter_dir, metrics)
 
-
-def _numpy_state() -> Any:
-    try:
-        import numpy as np
-    except ImportError:
-        return None
-    kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)  # type: ignore[misc]
-    return [kind, np.asarray(keys).tolist(), int(pos), int(has_gauss), float(gauss)]
-
-
-def _set_numpy_state(state: Any) -> None:
-    if state is None:
-        return
-    import numpy as np
-
-    kind, keys, pos, has_gauss, gauss = state
-    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))

@@ -366,78 +366,32 @@ class TrlBackend:
 
 def _safe_checkpoints(trainer_class: type) -> type:
     """`trainer_class` writing its resume state as safetensors + JSON instead of torch.save pickles."""
-    import json
     import os
-    import random
 
-    from safetensors.torch import load_file, save_file
+    from tunery_trainer.backends import statefiles
 
     class SafeCheckpoints(trainer_class):  # type: ignore[misc, valid-type]
         def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
-            if not self.args.should_save:
-                return
-            opt = self.optimizer.state_dict()
-            tensors = {
-                f"{i}.{k}": v.detach().cpu().contiguous() for i, st in opt["state"].items() for k, v in st.items()
-            }
-            save_file(tensors, os.path.join(output_dir, "optimizer.safetensors"))
-            with open(os.path.join(output_dir, "optimizer.json"), "w") as f:
-                json.dump({"param_groups": opt["param_groups"]}, f)
-            with open(os.path.join(output_dir, "scheduler.json"), "w") as f:
-                json.dump(self.lr_scheduler.state_dict(), f)
+            if self.args.should_save:
+                statefiles.save_optimizer(Path(output_dir), self.optimizer)
+                statefiles.save_scheduler(Path(output_dir), self.lr_scheduler)
 
         def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
-            if checkpoint is None or not os.path.isfile(os.path.join(checkpoint, "optimizer.safetensors")):
+            if checkpoint is None or not (Path(checkpoint) / "optimizer.safetensors").is_file():
                 return super()._load_optimizer_and_scheduler(checkpoint)
-            state: dict[int, dict[str, torch.Tensor]] = {}
-            for key, t in load_file(os.path.join(checkpoint, "optimizer.safetensors")).items():
-                i, name = key.split(".", 1)
-                state.setdefault(int(i), {})[name] = t
-            with open(os.path.join(checkpoint, "optimizer.json")) as f:
-                groups = json.load(f)["param_groups"]
-            for g in groups:
-                if "betas" in g:
-                    g["betas"] = tuple(g["betas"])
+            state, groups = statefiles.read_optimizer(Path(checkpoint))
             self.optimizer.load_state_dict({"state": state, "param_groups": groups})
-            with open(os.path.join(checkpoint, "scheduler.json")) as f:
-                self.lr_scheduler.load_state_dict(json.load(f))
+            statefiles.load_scheduler(Path(checkpoint), self.lr_scheduler)
 
         def _save_rng_state(self, output_dir: str) -> None:
-            import numpy as np
-
-            os.makedirs(output_dir, exist_ok=True)
-            tensors = {"cpu": torch.random.get_rng_state()}
-            if torch.cuda.is_available():
-                tensors.update({f"cuda.{i}": t for i, t in enumerate(torch.cuda.random.get_rng_state_all())})
-            rank = self.args.process_index
-            save_file(tensors, os.path.join(output_dir, f"rng_state_{rank}.safetensors"))
-            py = random.getstate()
-            kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)  # type: ignore[misc]
-            with open(os.path.join(output_dir, f"rng_state_{rank}.json"), "w") as f:
-                json.dump(
-                    {
-                        "python": [py[0], list(py[1]), py[2]],
-                        "numpy": [kind, np.asarray(keys).tolist(), int(pos), int(has_gauss), float(gauss)],
-                    },
-                    f,
-                )
+            Path(output_dir).mkdir(parents=True, exist_ok=True)
+            statefiles.save_rng(Path(output_dir), f"rng_state_{self.args.process_index}")
 
         def _load_rng_state(self, checkpoint: str | None) -> None:
-            import numpy as np
-
-            rank = self.args.process_index
-            if checkpoint is None or not os.path.isfile(os.path.join(checkpoint, f"rng_state_{rank}.safetensors")):
+            stem = f"rng_state_{self.args.process_index}"
+            if checkpoint is None or not (Path(checkpoint) / f"{stem}.safetensors").is_file():
                 return super()._load_rng_state(checkpoint)
-            tensors = load_file(os.path.join(checkpoint, f"rng_state_{rank}.safetensors"))
-            torch.random.set_rng_state(tensors["cpu"])
-            cuda = [tensors[k] for k in sorted(tensors) if k.startswith("cuda.")]
-            if cuda and torch.cuda.is_available():
-                torch.cuda.random.set_rng_state_all(cuda)
-            with open(os.path.join(checkpoint, f"rng_state_{rank}.json")) as f:
-                js = json.load(f)
-            random.setstate((js["python"][0], tuple(js["python"][1]), js["python"][2]))
-            kind, keys, pos, has_gauss, gauss = js["numpy"]
-            np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+            statefiles.load_rng(Path(checkpoint), stem)
 
         def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
             super()._save(output_dir, state_dict)
