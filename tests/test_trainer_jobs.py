@@ -22,8 +22,9 @@ from google.protobuf import struct_pb2
 from tunery.common.v1 import common_pb2
 from tunery.dataset.v1 import dataset_pb2 as dpb
 from tunery.dataset.v1 import dataset_pb2_grpc
-from tunery.errors import FailedPrecondition, InvalidArgument, NotFound, TuneryError, from_rpc_error
+from tunery.errors import FailedPrecondition, InvalidArgument, NotFound, TuneryError
 from tunery.runtime import client
+from tunery.runtime.grpcerrors import from_rpc_error
 from tunery.runtime.natsd import free_port
 from tunery.testing import EventLog, LoopThread, nats_server
 from tunery.trainer.v1 import trainer_pb2 as pb

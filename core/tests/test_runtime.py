@@ -27,7 +27,7 @@ from tunery import errors
 from tunery.dataset.v1 import dataset_pb2 as pb
 from tunery.dataset.v1 import dataset_pb2_grpc
 from tunery.plugins import PluginLoadWarning, PluginRegistry
-from tunery.runtime import client, events
+from tunery.runtime import client, events, grpcerrors
 from tunery.runtime.artifacts import LocalArtifactStore
 from tunery.runtime.natsd import free_port, wait_port
 from tunery.runtime.server import GrpcServer, Registration
@@ -115,7 +115,7 @@ def _call(target: str, method: str, timeout: float = 5) -> grpc.RpcError:
 def test_user_errors_keep_status_and_details(test_server: str) -> None:
     rpc = _call(test_server, "UserError")
     assert rpc.code() == grpc.StatusCode.INVALID_ARGUMENT
-    err = errors.from_rpc_error(rpc)
+    err = grpcerrors.from_rpc_error(rpc)
     assert isinstance(err, errors.InvalidArgument)
     assert (err.code, err.field, err.problem_count) == ("validation_failed", "chunk", 7)
     assert err.problems[0] == errors.Problem("unrecognized_role", "line 3: bad role", "messages[0].role", 3, "f.jsonl")
@@ -154,7 +154,7 @@ def test_streaming_errors_are_mapped(test_server: str) -> None:
     assert next(it) == b"one"
     with pytest.raises(grpc.RpcError) as info:
         next(it)
-    assert errors.from_rpc_error(info.value).code == "version_not_found"
+    assert grpcerrors.from_rpc_error(info.value).code == "version_not_found"
     ch.close()
 
 
@@ -162,7 +162,7 @@ def test_every_call_gets_a_deadline(test_server: str) -> None:
     t0 = time.monotonic()
     rpc = _call(test_server, "Slow", timeout=0.3)
     assert rpc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and time.monotonic() - t0 < 1.5
-    err = errors.from_rpc_error(rpc)
+    err = grpcerrors.from_rpc_error(rpc)
     assert isinstance(err, errors.Unavailable) and err.code == "deadline_exceeded"
 
 

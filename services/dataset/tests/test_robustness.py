@@ -14,8 +14,8 @@ import pytest
 
 from tunery.dataset.v1 import dataset_pb2 as pb
 from tunery.dataset.v1 import dataset_pb2_grpc
-from tunery.errors import from_rpc_error
 from tunery.runtime import client
+from tunery.runtime.grpcerrors import from_rpc_error
 from tunery.runtime.natsd import free_port, wait_port
 from tunery.testing import nats_server
 

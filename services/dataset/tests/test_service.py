@@ -13,7 +13,8 @@ import grpc
 import pytest
 
 from tunery.dataset.v1 import dataset_pb2 as pb
-from tunery.errors import FailedPrecondition, InvalidArgument, NotFound, from_rpc_error
+from tunery.errors import FailedPrecondition, InvalidArgument, NotFound
+from tunery.runtime.grpcerrors import from_rpc_error
 from tunery.testing import EventLog
 from tunery_dataset.testing import Service
 

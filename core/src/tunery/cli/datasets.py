@@ -21,7 +21,7 @@ from tunery.cli.output import console, info, print_json, say, to_dict, when
 from tunery.common.v1 import common_pb2
 from tunery.dataset.v1 import dataset_pb2 as pb
 from tunery.dataset.v1 import dataset_pb2_grpc
-from tunery.errors import Problem
+from tunery.runtime.grpcerrors import problem_from_proto
 
 app = typer.Typer(help="Datasets: create, upload, curate, freeze versions, export.", no_args_is_help=True)
 
@@ -80,7 +80,7 @@ def _dataset_rows(ds: pb.Dataset) -> list[tuple[str, Any]]:
 
 
 def _print_warnings(warnings: list[common_pb2.ProblemDetail], count: int) -> None:
-    t = output.warnings_table([Problem.from_proto(p) for p in warnings], max(count, len(warnings)))
+    t = output.warnings_table([problem_from_proto(p) for p in warnings], max(count, len(warnings)))
     if t is not None:
         output.err_console.print(t)
 

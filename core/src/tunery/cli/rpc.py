@@ -9,8 +9,9 @@ from typing import Any, TypeVar
 import grpc
 
 from tunery.cli import output
-from tunery.errors import TuneryError, Unavailable, details_from_metadata, from_rpc_error
+from tunery.errors import TuneryError, Unavailable
 from tunery.runtime.client import channel
+from tunery.runtime.grpcerrors import details_from_metadata, from_rpc_error
 from tunery.up import service_address
 
 Stub = TypeVar("Stub")

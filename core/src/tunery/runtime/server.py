@@ -16,7 +16,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry import propagate, trace
 
-from tunery.errors import DETAILS_KEY, TuneryError
+from tunery.errors import TuneryError
+from tunery.runtime.grpcerrors import status_of, trailing_metadata
 
 log = logging.getLogger("tunery.server")
 
@@ -30,9 +31,7 @@ SERVER_OPTIONS = [
 
 async def _abort(context: grpc.aio.ServicerContext, err: BaseException, method: str) -> None:
     if isinstance(err, TuneryError):
-        await context.abort(
-            err.status, err.message, trailing_metadata=((DETAILS_KEY, err.to_details().SerializeToString()),)
-        )
+        await context.abort(status_of(err), err.message, trailing_metadata=trailing_metadata(err))
     log.exception("unexpected error in %s", method, exc_info=err)
     await context.abort(
         grpc.StatusCode.INTERNAL, f"internal error in {method}: {type(err).__name__}; see the service log"
@@ -54,7 +53,7 @@ def _span(tracer: trace.Tracer, method: str, context: grpc.aio.ServicerContext) 
 
 
 def _mark(span: Any, err: BaseException) -> None:
-    status = err.status if isinstance(err, TuneryError) else grpc.StatusCode.INTERNAL
+    status = status_of(err)
     span.set_attribute("rpc.grpc.status_code", status.value[0])
     if status == grpc.StatusCode.INTERNAL:
         span.set_status(trace.Status(trace.StatusCode.ERROR, type(err).__name__))

@@ -11,6 +11,7 @@ from tunery.common.v1 import common_pb2
 from tunery.dataset.v1 import dataset_pb2 as pb
 from tunery.dataset.v1 import dataset_pb2_grpc
 from tunery.errors import InvalidArgument, Problem
+from tunery.runtime.grpcerrors import problem_to_proto
 from tunery_dataset import convert
 from tunery_dataset.service import DatasetService, UploadHeader, UploadResult
 
@@ -22,7 +23,7 @@ def _page(next_token: str, total: int) -> common_pb2.PageResponse:
 
 
 def _problems(ps: list[Problem]) -> list[common_pb2.ProblemDetail]:
-    return [p.to_proto() for p in ps]
+    return [problem_to_proto(p) for p in ps]
 
 
 class DatasetServicer(dataset_pb2_grpc.DatasetServiceServicer):

@@ -1,8 +1,8 @@
 """The one place where exceptions become OpenAI-shaped HTTP errors.
 
-Domain code raises the shared `tunery.errors` hierarchy (plus the few HTTP-only kinds below); `openai_error` turns
-any exception into `(status, {"error": {"message", "type", "param", "code"}}, headers)`, so every route, the body
-limit and validation failures answer in the same shape the official client parses.
+Domain code raises the shared `tunery.errors` hierarchy (plain Python) plus the few HTTP-only kinds below;
+`openai_error` turns any exception into `(status, {"error": {"message", "type", "param", "code"}}, headers)`, so
+every route, the body limit and validation failures answer in the same shape the official client parses.
 """
 
 from __future__ import annotations
@@ -12,28 +12,22 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
-
 from tunery.errors import (
     AlreadyExists,
     FailedPrecondition,
     Internal,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     ResourceExhausted,
     TuneryError,
+    Unauthenticated,
     Unavailable,
 )
 
+__all__ = ["PermissionDenied", "Unauthenticated"]  # re-exported: routes raise them from here
+
 log = logging.getLogger("tunery.gateway.errors")
-
-
-class Unauthenticated(TuneryError):
-    status = grpc.StatusCode.UNAUTHENTICATED
-
-
-class PermissionDenied(TuneryError):
-    status = grpc.StatusCode.PERMISSION_DENIED
 
 
 class PayloadTooLarge(InvalidArgument):

@@ -26,11 +26,11 @@ from tunery.errors import (
     NotFound,
     TuneryError,
     Unavailable,
-    from_rpc_error,
 )
 from tunery.models import BASE_MODELS, BaseModelSpec, resolve
 from tunery.runtime.artifacts import LocalArtifactStore
 from tunery.runtime.events import EventPublisher
+from tunery.runtime.grpcerrors import from_rpc_error
 from tunery.trainer.v1 import trainer_pb2 as pb
 from tunery_trainer import convert, queue, states
 from tunery_trainer.backends.registry import DEFAULT_BACKEND, get_backend, parse_config

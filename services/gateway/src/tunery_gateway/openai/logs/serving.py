@@ -16,7 +16,8 @@ from opentelemetry.trace import SpanKind
 
 from tunery.dataset.v1 import dataset_pb2 as dpb
 from tunery.dataset.v1 import dataset_pb2_grpc
-from tunery.errors import FailedPrecondition, Unavailable, from_rpc_error
+from tunery.errors import FailedPrecondition, Unavailable
+from tunery.runtime.grpcerrors import from_rpc_error
 from tunery_gateway.errors import PermissionDenied
 from tunery_gateway.keys import KeyInfo
 from tunery_gateway.openai.logs.protocol import Feedback, ImportLogsRequest, LogFilterBody, log_object
