@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -26,8 +28,21 @@ app.command("monitor")(monitor.monitor)
 DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", envvar="TUNERY_DATA_DIR", show_envvar=True,
                                                  help="State, logs and artifacts (default: ~/.tunery)")]
 
-_STATE_STYLE = {"SERVING": "green", "reachable": "green", "running": "green", "NOT_SERVING": "yellow"}
+_STATE_STYLE = {"SERVING": "green", "reachable": "green", "running": "green", "NOT_SERVING": "yellow",
+                "restarting": "yellow"}
+
+
+def _exit_text(returncode: int | None) -> str:
+    """What `tunery status` shows of a process's last exit: `SIGKILL`, `code 1`, or nothing if it never exited."""
+    if returncode is None:
+        return ""
+    if returncode < 0:
+        with contextlib.suppress(ValueError):
+            return signal.Signals(-returncode).name
+        return f"signal {-returncode}"
+    return f"code {returncode}"
 _SERVE_TARGETS = (*upmod.SPECS, upmod.WORKER)
+_POLICY = upmod.RestartPolicy()
 
 
 @app.command()
@@ -43,13 +58,31 @@ def up(data_dir: DataDirOpt = None,
                                    "(default: every installed one)")] = None,
        workers: Annotated[int, typer.Option("--workers", min=0, help="Trainer workers to start once the trainer "
                                             "service is healthy; each trains one job at a time (0: none).")] = 1,
+       restart_backoff: Annotated[float, typer.Option(
+           min=0, envvar="TUNERY_UP_RESTART_BACKOFF", show_envvar=True,
+           help="Seconds before a process that exited on its own is started again; doubles per restart within "
+                "--restart-window, up to --restart-backoff-max.")] = _POLICY.backoff,
+       restart_backoff_max: Annotated[float, typer.Option(
+           min=0, envvar="TUNERY_UP_RESTART_BACKOFF_MAX", show_envvar=True,
+           help="Longest wait before a restart.")] = _POLICY.backoff_max,
+       max_restarts: Annotated[int, typer.Option(
+           min=0, envvar="TUNERY_UP_MAX_RESTARTS", show_envvar=True,
+           help="Restarts within --restart-window after which a process that exits again is a crash loop and is "
+                "given up on (the rest keeps running); 0: never restart.")] = _POLICY.max_restarts,
+       restart_window: Annotated[float, typer.Option(
+           min=0.001, envvar="TUNERY_UP_RESTART_WINDOW", show_envvar=True,
+           help="Seconds over which restarts count towards --max-restarts.")] = _POLICY.window,
        ) -> None:
-    """Start NATS, every installed service and trainer workers on 127.0.0.1; Ctrl-C stops them all."""
+    """Start NATS, every installed service and trainer workers on 127.0.0.1 and keep them running (a process that
+    exits on its own is restarted with backoff); Ctrl-C stops them all."""
     for name in service or []:
         if name not in upmod.SPECS:
             raise typer.BadParameter(f"unknown service {name!r}; valid: {', '.join(upmod.SPECS)}",
                                      param_hint="--service")
-    sup = upmod.Supervisor(data_dir, nats_port=nats_port, report=info, only=service or (), workers=workers)
+    with output.handled():
+        policy = upmod.RestartPolicy(restart_backoff, restart_backoff_max, max_restarts, restart_window)
+    sup = upmod.Supervisor(data_dir, nats_port=nats_port, report=info, only=service or (), workers=workers,
+                           policy=policy)
     sup.install_signals()
     try:
         state = sup.start(timeout)
@@ -72,7 +105,7 @@ def up(data_dir: DataDirOpt = None,
         sup.detach()
         say("running in the background: `tunery status`, `tunery down`")
         return
-    say("all healthy; Ctrl-C stops everything")
+    say(f"all healthy; Ctrl-C stops everything. A process that exits on its own is restarted: {policy.describe()}")
     raise typer.Exit(sup.supervise())
 
 
@@ -101,14 +134,16 @@ def status(data_dir: DataDirOpt = None,
     if as_json:
         output.print_json({"healthy": healthy, "running": state is not None,
                            "components": [{"name": r.component, "address": r.address, "state": r.state,
-                                           "healthy": r.healthy, "pid": r.pid, "log": r.log} for r in rows]})
+                                           "healthy": r.healthy, "pid": r.pid, "log": r.log, "restarts": r.restarts,
+                                           "last_exit": r.last_exit} for r in rows]})
     else:
         if state is None:
             info(f"no `tunery up` running from {upmod.Layout.of(data_dir).data_dir}; checking configured addresses")
-        t = output.table("component", "address", "state", "pid", "log")
+        t = output.table("component", "address", "state", "pid", "restarts", "last exit", "log")
         for r in rows:
-            style = _STATE_STYLE.get(r.state, "red")
-            t.add_row(r.component, r.address, f"[{style}]{r.state}[/]", str(r.pid or ""), escape(r.log))
+            style = _STATE_STYLE.get(r.state.split()[0], "red")
+            t.add_row(r.component, r.address, f"[{style}]{r.state}[/]", str(r.pid or ""), str(r.restarts or ""),
+                      _exit_text(r.last_exit), escape(r.log))
         t.columns[-1].overflow = "fold"
         console.print(t)
     raise typer.Exit(0 if healthy else 1)
