@@ -6,7 +6,7 @@ import importlib.resources
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,9 +14,9 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
-from rich.table import Table
 
 from tunery.cli import output, rpc
+from tunery.cli.common import JsonOpt, kv, more_hint, page_request, paged
 from tunery.cli.output import console, info, print_json, say, to_dict, when
 from tunery.common.v1 import common_pb2
 from tunery.dataset.v1 import dataset_pb2 as pb
@@ -32,7 +32,6 @@ SAMPLE = "@sample"
 
 AddrOpt = Annotated[str | None, typer.Option("--addr", envvar="TUNERY_DATASET_ADDR", show_envvar=True,
                                              help="Dataset service host:port (default: up.json, else 127.0.0.1:50051)")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
 DatasetArg = Annotated[str, typer.Argument(help="Dataset name or id.")]
 VersionOpt = Annotated[int, typer.Option("--version", "-v", min=0, help="Version number; 0 is the draft.")]
 
@@ -40,35 +39,6 @@ VersionOpt = Annotated[int, typer.Option("--version", "-v", min=0, help="Version
 def connect(addr: str | None) -> AbstractContextManager[dataset_pb2_grpc.DatasetServiceStub]:
     """A dataset service stub; any failure inside ends the command with one clear line and exit code 1."""
     return rpc.connect("dataset", dataset_pb2_grpc.DatasetServiceStub, addr)
-
-
-def _page(size: int, token: str) -> common_pb2.PageRequest:
-    return common_pb2.PageRequest(page_size=size, page_token=token)
-
-
-def _paged(fetch: Callable[[str], tuple[list[Any], common_pb2.PageResponse]], token: str, every: bool
-           ) -> tuple[list[Any], common_pb2.PageResponse]:
-    """One page, or with `every` all pages from `token` on."""
-    items, page = fetch(token)
-    items = list(items)
-    while every and page.next_page_token:
-        more, page = fetch(page.next_page_token)
-        items += list(more)
-    return items, page
-
-
-def _more_hint(shown: int, page: common_pb2.PageResponse) -> None:
-    if page.next_page_token:
-        info(f"{shown} of {page.total_size}; next page: --page-token {page.next_page_token} (or --all)")
-
-
-def _kv(rows: list[tuple[str, Any]]) -> Table:
-    t = Table.grid(padding=(0, 2))
-    t.add_column(style="bold")
-    t.add_column()
-    for k, v in rows:
-        t.add_row(k, escape(str(v)))
-    return t
 
 
 def _dataset_rows(ds: pb.Dataset) -> list[tuple[str, Any]]:
@@ -181,10 +151,10 @@ def list_datasets(page_size: Annotated[int, typer.Option(min=0, max=1000)] = 50,
     """List datasets."""
     with connect(addr) as stub:
         def fetch(token: str) -> tuple[list[Any], common_pb2.PageResponse]:
-            r = stub.ListDatasets(pb.ListDatasetsRequest(page=_page(page_size, token)))
+            r = stub.ListDatasets(pb.ListDatasetsRequest(page=page_request(page_size, token)))
             return list(r.datasets), r.page
 
-        items, page = _paged(fetch, page_token, every)
+        items, page = paged(fetch, page_token, every)
     if as_json:
         print_json({"datasets": [to_dict(d) for d in items], "page": to_dict(page)})
         return
@@ -196,7 +166,7 @@ def list_datasets(page_size: Annotated[int, typer.Option(min=0, max=1000)] = 50,
         console.print(t)
     else:
         info("no datasets yet: `tunery datasets create NAME`")
-    _more_hint(len(items), page)
+    more_hint(len(items), page)
 
 
 @app.command()
@@ -207,7 +177,7 @@ def show(dataset: DatasetArg, addr: AddrOpt = None, as_json: JsonOpt = False) ->
     if as_json:
         print_json(ds)
         return
-    console.print(_kv(_dataset_rows(ds)))
+    console.print(kv(_dataset_rows(ds)))
 
 
 @app.command()
@@ -310,10 +280,10 @@ def examples(dataset: DatasetArg, version: VersionOpt = 0,
     with connect(addr) as stub:
         def fetch(token: str) -> tuple[list[Any], common_pb2.PageResponse]:
             r = stub.ListExamples(pb.ListExamplesRequest(dataset=dataset, version=version, tag=tag, text=text,
-                                                         page=_page(page_size, token)))
+                                                         page=page_request(page_size, token)))
             return list(r.examples), r.page
 
-        items, page = _paged(fetch, page_token, every)
+        items, page = paged(fetch, page_token, every)
     if as_json:
         print_json({"examples": [to_dict(e) for e in items], "page": to_dict(page)})
         return
@@ -328,7 +298,7 @@ def examples(dataset: DatasetArg, version: VersionOpt = 0,
         console.print(t)
     else:
         info("no examples match" if tag or text else "no examples")
-    _more_hint(len(items), page)
+    more_hint(len(items), page)
 
 
 @app.command()
@@ -340,7 +310,7 @@ def example(dataset: DatasetArg, example_id: Annotated[str, typer.Argument(metav
     if as_json:
         print_json(ex)
         return
-    console.print(_kv([("id", ex.id), ("position", ex.position), ("tags", ", ".join(ex.tags) or "-"),
+    console.print(kv([("id", ex.id), ("position", ex.position), ("tags", ", ".join(ex.tags) or "-"),
                        ("created", when(ex.create_time))]))
     console.print_json(ex.json)
 
@@ -420,10 +390,10 @@ def versions(dataset: DatasetArg, addr: AddrOpt = None, as_json: JsonOpt = False
     """List the frozen versions of a dataset."""
     with connect(addr) as stub:
         def fetch(token: str) -> tuple[list[Any], common_pb2.PageResponse]:
-            r = stub.ListVersions(pb.ListVersionsRequest(dataset=dataset, page=_page(1000, token)))
+            r = stub.ListVersions(pb.ListVersionsRequest(dataset=dataset, page=page_request(1000, token)))
             return list(r.versions), r.page
 
-        items, page = _paged(fetch, "", True)
+        items, page = paged(fetch, "", True)
     if as_json:
         print_json({"versions": [to_dict(v) for v in items], "page": to_dict(page)})
         return
@@ -504,7 +474,7 @@ def stats(dataset: DatasetArg, version: VersionOpt = 0,
     if as_json:
         print_json(s)
         return
-    console.print(_kv([("base model", s.base_model), ("examples", s.examples), ("total tokens", s.total_tokens),
+    console.print(kv([("base model", s.base_model), ("examples", s.examples), ("total tokens", s.total_tokens),
                        ("tokens per example", f"min {s.min_tokens}, mean {s.mean_tokens:.1f}, p50 {s.p50_tokens}, "
                                               f"p95 {s.p95_tokens}, max {s.max_tokens}"),
                        ("trained tokens", s.trained_tokens),

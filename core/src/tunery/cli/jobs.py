@@ -1,4 +1,5 @@
-"""`tunery jobs ...`: fine-tuning jobs on the trainer service over gRPC; `watch` follows one job to its end.
+"""`tunery jobs ...`: fine-tuning jobs on the trainer service over gRPC; `watch` follows one job to its end (the live
+view is `jobwatch`, how a job reads is `jobview`).
 
 Every value the user gives is sent as typed; the server validates the spec and names the field at fault, and the
 error line adds the option to fix, so the CLI never second-guesses the server's rules.
@@ -8,24 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import time
-from collections import deque
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from datetime import UTC, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
-import grpc
 import typer
 from google.protobuf import struct_pb2
-from google.protobuf.timestamp_pb2 import Timestamp
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
 from tunery.cli import output, rpc
-from tunery.cli.datasets import JsonOpt, _kv, _more_hint, _page, _paged
+from tunery.cli.common import JsonOpt, kv, more_hint, page_request, paged
+from tunery.cli.jobview import data_ref, hyperparameters, job_rows, progress_text, styled
+from tunery.cli.jobwatch import follow
 from tunery.cli.output import console, info, print_json, say, to_dict, when
 from tunery.common.v1 import common_pb2
 from tunery.errors import TuneryError
@@ -33,14 +29,6 @@ from tunery.trainer.v1 import trainer_pb2 as pb
 from tunery.trainer.v1 import trainer_pb2_grpc
 
 app = typer.Typer(help="Fine-tuning jobs: create, list, follow, cancel, pause, resume.", no_args_is_help=True)
-
-WATCH_DEADLINE = 24 * 3600.0
-"""Deadline of one event stream; a job that runs longer is followed on a fresh stream from the last event."""
-RECONNECT_FOR = 300.0
-"""How long `watch` keeps reconnecting to a trainer service that went away (a restart takes seconds)."""
-SPARK = "▁▂▃▄▅▆▇█"
-TERMINAL = frozenset({common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED, common_pb2.JOB_STATE_CANCELLED})
-_STATE_STYLE = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "running": "cyan", "paused": "magenta"}
 
 AddrOpt = Annotated[str | None, typer.Option("--addr", envvar="TUNERY_TRAINER_ADDR", show_envvar=True,
                                              help="Trainer service host:port (default: up.json, else 127.0.0.1:50052)")]
@@ -99,127 +87,6 @@ def _with_field(err: TuneryError) -> TuneryError:
 def connect(addr: str | None) -> AbstractContextManager[trainer_pb2_grpc.TrainerServiceStub]:
     """A trainer service stub; any failure inside ends the command with one clear line and exit code 1."""
     return rpc.connect("trainer", trainer_pb2_grpc.TrainerServiceStub, addr, refine=_with_field)
-
-
-# ---- formatting ------------------------------------------------------------------------------------------------
-
-
-def state_name(state: int) -> str:
-    return common_pb2.JobState.Name(state).removeprefix("JOB_STATE_").lower() if state else "unknown"  # type: ignore[arg-type]
-
-
-def _styled(state: int) -> str:
-    name = state_name(state)
-    style = _STATE_STYLE.get(name)
-    return f"[{style}]{name}[/]" if style else name
-
-
-def _num(v: float) -> str:
-    return f"{v:.4g}"
-
-
-def _duration(seconds: float) -> str:
-    return str(timedelta(seconds=round(seconds))) if seconds >= 0 and math.isfinite(seconds) else "-"
-
-
-def _seconds(ts: Timestamp) -> float:
-    return ts.seconds + ts.nanos / 1e9
-
-
-def _hyperparameters(job: pb.Job) -> str:
-    """Resolved values; those the server chose (the spec left them unset) are marked auto."""
-    h, asked = job.resolved_hyperparameters, job.spec.hyperparameters
-    parts = []
-    for name, label, fmt in (("n_epochs", "epochs", str), ("batch_size", "batch size", str),
-                             ("learning_rate", "learning rate", "{:g}".format),
-                             ("learning_rate_multiplier", "lr multiplier", "{:g}".format),
-                             ("gradient_accumulation_steps", "grad accum", str),
-                             ("warmup_ratio", "warmup ratio", "{:g}".format),
-                             ("weight_decay", "weight decay", "{:g}".format)):
-        if not h.HasField(name):
-            continue
-        auto = name in ("n_epochs", "batch_size", "learning_rate") and not asked.HasField(name)
-        parts.append(f"{label} {fmt(getattr(h, name))}{' (auto)' if auto else ''}")
-    return ", ".join(parts) or "-"
-
-
-def _lora(spec: pb.JobSpec) -> str:
-    lora = spec.lora
-    rank = lora.rank if lora.HasField("rank") else 16
-    alpha = lora.alpha if lora.HasField("alpha") else 2 * rank
-    text = f"rank {rank}, alpha {alpha}"
-    if lora.HasField("dropout"):
-        text += f", dropout {lora.dropout:g}"
-    return text + f", modules {', '.join(lora.target_modules) or 'all attention and MLP projections'}"
-
-
-def _data(ref: pb.DatasetRef) -> str:
-    return f"{ref.dataset} v{ref.version}" if ref.dataset else "-"
-
-
-def _progress(job: pb.Job) -> str:
-    if not job.total_steps:
-        return ""
-    return f"{job.step}/{job.total_steps}"
-
-
-def _error(e: pb.JobError) -> str:
-    return f"{e.code}: {e.message}" + (f" (field {e.param})" if e.param else "")
-
-
-def _job_rows(job: pb.Job) -> list[tuple[str, Any]]:
-    s = job.spec
-    validation = _data(s.validation_data) if s.validation_data.dataset else (
-        f"{s.validation_split:g} of the training data" if s.validation_split else "-")
-    rows: list[tuple[str, Any]] = [
-        ("id", job.id), ("state", state_name(job.state)), ("fine-tuned model", job.fine_tuned_model),
-        ("base model", s.base_model), ("training data", _data(s.training_data)), ("validation", validation),
-        ("backend", s.backend + (f" {json.dumps(to_dict(s.backend_config))}" if s.backend_config.fields else "")),
-        ("method", pb.Method.Name(s.method).removeprefix("METHOD_").lower() if s.method else "sft"),
-        ("hyperparameters", _hyperparameters(job)), ("lora", _lora(s)),
-    ]
-    if job.total_steps:
-        eta = f", ETA {_duration(job.eta_seconds)}" if job.eta_seconds and job.state not in TERMINAL else ""
-        rows.append(("progress", f"step {job.step}/{job.total_steps}, epoch {job.epoch:.2f}{eta}"))
-    if job.trained_tokens:
-        rows.append(("trained tokens", job.trained_tokens))
-    m = job.metrics
-    if m.train_loss or m.valid_loss:
-        rows.append(("metrics", _metrics(m)))
-    if job.adapter_path:
-        rows.append(("adapter", job.adapter_path))
-    if job.error.code:
-        rows.append(("error", _error(job.error)))
-    if job.worker:
-        rows.append(("worker", f"{job.worker} (attempt {job.attempts})"))
-    rows += [("created", when(job.create_time)), ("started", when(job.start_time) or "-"),
-             ("ended", when(job.end_time) or "-")]
-    return rows
-
-
-def _metrics(m: pb.Metrics) -> str:
-    parts = [f"train loss {_num(m.train_loss)}"]
-    if m.valid_loss:
-        parts.append(f"valid loss {_num(m.valid_loss)}")
-    if m.valid_token_accuracy:
-        parts.append(f"valid token accuracy {m.valid_token_accuracy:.3f}")
-    if m.tokens_per_second:
-        parts.append(f"{m.tokens_per_second:.0f} tokens/s")
-    return ", ".join(parts)
-
-
-def sparkline(values: Sequence[float], width: int = 40) -> str:
-    """Loss at a glance: bucket means (so a long run still fits a line), scaled between their min and max."""
-    vals = [v for v in values if math.isfinite(v)]
-    if not vals:
-        return ""
-    n = len(vals)
-    if n > width:
-        vals = [sum(b) / len(b) for b in (vals[i * n // width:(i + 1) * n // width] for i in range(width))]
-    lo, hi = min(vals), max(vals)
-    if hi - lo < 1e-12:
-        return SPARK[3] * len(vals)
-    return "".join(SPARK[round((v - lo) / (hi - lo) * (len(SPARK) - 1))] for v in vals)
 
 
 # ---- create ----------------------------------------------------------------------------------------------------
@@ -328,14 +195,14 @@ def create(
         job = r.job
         if r.existing:
             info(f"a job with idempotency key {escape(idempotency_key)!r} exists already: this is that job")
-        say(f"created job [bold]{job.id}[/] ({_styled(job.state)})" if not r.existing
-            else f"job [bold]{job.id}[/] ({_styled(job.state)})")
-        console.print(_kv([("fine-tuned model", job.fine_tuned_model), ("base model", job.spec.base_model),
-                           ("backend", job.spec.backend), ("hyperparameters", _hyperparameters(job))]))
+        say(f"created job [bold]{job.id}[/] ({styled(job.state)})" if not r.existing
+            else f"job [bold]{job.id}[/] ({styled(job.state)})")
+        console.print(kv([("fine-tuned model", job.fine_tuned_model), ("base model", job.spec.base_model),
+                           ("backend", job.spec.backend), ("hyperparameters", hyperparameters(job))]))
         if not watch:
             info(f"follow it with `tunery jobs watch {job.id}`")
             return
-        code = _watch(stub, job.id, 0, log_every)
+        code = follow(stub, job.id, 0, log_every)
     raise typer.Exit(code)
 
 
@@ -354,23 +221,23 @@ def list_jobs(state: Annotated[StateChoice | None, typer.Option(help="Only jobs 
     wanted = common_pb2.JobState.Value(f"JOB_STATE_{state.value.upper()}") if state else 0
     with connect(addr) as stub:
         def fetch(token: str) -> tuple[list[Any], common_pb2.PageResponse]:
-            r = stub.ListJobs(pb.ListJobsRequest(page=_page(page_size, token), state=wanted,  # type: ignore[arg-type]
+            r = stub.ListJobs(pb.ListJobsRequest(page=page_request(page_size, token), state=wanted,  # type: ignore[arg-type]
                                                  base_model=model, dataset=dataset))
             return list(r.jobs), r.page
 
-        items, page = _paged(fetch, page_token, every)
+        items, page = paged(fetch, page_token, every)
     if as_json:
         print_json({"jobs": [to_dict(j) for j in items], "page": to_dict(page)})
         return
     t = output.table("id", "state", "progress", "base model", "training data", "fine-tuned model", "created")
     for j in items:
-        t.add_row(j.id, _styled(j.state), _progress(j), escape(j.spec.base_model), escape(_data(j.spec.training_data)),
-                  escape(j.fine_tuned_model), when(j.create_time))
+        t.add_row(j.id, styled(j.state), progress_text(j), escape(j.spec.base_model),
+                  escape(data_ref(j.spec.training_data)), escape(j.fine_tuned_model), when(j.create_time))
     if items:
         console.print(t)
     else:
         info("no jobs match" if state or model or dataset else "no jobs yet: `tunery jobs create --dataset D -v N`")
-    _more_hint(len(items), page)
+    more_hint(len(items), page)
 
 
 @app.command()
@@ -381,7 +248,7 @@ def show(job_id: JobArg, addr: AddrOpt = None, as_json: JsonOpt = False) -> None
     if as_json:
         print_json(job)
         return
-    console.print(_kv(_job_rows(job)))
+    console.print(kv(job_rows(job)))
 
 
 @app.command()
@@ -445,7 +312,7 @@ def cancel(job_id: JobArg, addr: AddrOpt = None) -> None:
     """Cancel a job; a running one stops within seconds and keeps its checkpoints."""
     with connect(addr) as stub:
         job = stub.CancelJob(pb.CancelJobRequest(job_id=job_id)).job
-    say(f"cancelled job {job.id} ({_styled(job.state)})")
+    say(f"cancelled job {job.id} ({styled(job.state)})")
 
 
 @app.command()
@@ -453,7 +320,7 @@ def pause(job_id: JobArg, addr: AddrOpt = None) -> None:
     """Pause a job: a running one checkpoints and stops, a queued one is held back."""
     with connect(addr) as stub:
         job = stub.PauseJob(pb.PauseJobRequest(job_id=job_id)).job
-    say(f"paused job {job.id} ({_styled(job.state)}); `tunery jobs resume {job.id}` continues it")
+    say(f"paused job {job.id} ({styled(job.state)}); `tunery jobs resume {job.id}` continues it")
 
 
 @app.command()
@@ -461,198 +328,7 @@ def resume(job_id: JobArg, addr: AddrOpt = None) -> None:
     """Queue a paused job again; it continues from its latest checkpoint."""
     with connect(addr) as stub:
         job = stub.ResumeJob(pb.ResumeJobRequest(job_id=job_id)).job
-    say(f"resumed job {job.id} ({_styled(job.state)}); it continues from its latest checkpoint")
-
-
-# ---- watch -----------------------------------------------------------------------------------------------------
-
-
-class _Reconnect:
-    """Backoff across the calls of one watch: a restarted trainer service costs a pause, not the watch."""
-
-    def __init__(self, view: _View) -> None:
-        self.view = view
-        self.lost_since: float | None = None
-        self.delay = 0.5
-
-    def ok(self) -> None:
-        if self.lost_since is not None:
-            self.view.line("reconnected to the trainer service")
-        self.lost_since, self.delay = None, 0.5
-
-    def wait_or_raise(self, err: grpc.RpcError, last: int, elapsed: float) -> None:
-        """Sleep before the next try; re-raise what is not transient, or a service that stays away."""
-        code = err.code()  # type: ignore[attr-defined]
-        if code == grpc.StatusCode.DEADLINE_EXCEEDED and elapsed >= WATCH_DEADLINE * 0.9:
-            self.ok()  # a day-long job outlived one stream: follow on at once
-            return
-        if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-            raise err
-        now = time.monotonic()
-        if self.lost_since is None:
-            self.lost_since = now
-            self.view.line(f"lost the trainer service ({escape(err.details() or code.name)}); "  # type: ignore[attr-defined]
-                           f"reconnecting from event {last}", "warning")
-        elif now - self.lost_since > RECONNECT_FOR:
-            raise err
-        time.sleep(self.delay)
-        self.delay = min(self.delay * 2, 5.0)
-
-
-class _View:
-    """Draws a watch: a live bar on a terminal, else throttled plain lines (CI logs, `make demo`)."""
-
-    def __init__(self, job: pb.Job, log_every: int, live: bool) -> None:
-        self.job_id = job.id
-        self.log_every = log_every
-        self.live = live
-        self.losses: dict[int, float] = {}  # by step: a redelivered job repeats steps, the last value counts
-        self.window: deque[tuple[float, int]] = deque(maxlen=20)
-        self.printed_step = False
-        self.progress: Progress | None = None
-        self.task: TaskID | None = None
-        if live:
-            self.progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("epoch {task.fields[epoch]}"), TextColumn("loss {task.fields[loss]}"),
-                TextColumn("{task.fields[speed]}"), TextColumn("ETA {task.fields[eta]}"), console=console)
-            self.task = self.progress.add_task(state_name(job.state), total=job.total_steps or None,
-                                               completed=job.step, epoch=f"{job.epoch:.2f}", loss="-", speed="",
-                                               eta="-")
-
-    def __enter__(self) -> _View:
-        if self.progress is not None:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-
-    def line(self, text: str, level: str = "info", ts: Timestamp | None = None) -> None:
-        stamp = _clock(ts)
-        style = {"warning": "yellow", "error": "red"}.get(level)
-        body = f"[{style}]{level}:[/] {text}" if style else text
-        (self.progress.console if self.progress else console).print(f"[dim]{stamp}[/] {body}", soft_wrap=True,
-                                                                    highlight=False)
-
-    def event(self, ev: pb.JobEvent) -> None:
-        kind = ev.WhichOneof("data")
-        if kind == "step":
-            self.step(ev.step, ev.time)
-        elif kind == "state_change":
-            self.state(ev.state_change, ev.time)
-        elif kind == "checkpoint":
-            c = ev.checkpoint
-            self.line(f"checkpoint at step {c.step} (epoch {c.epoch:.2f}): {escape(c.path)}", ts=ev.time)
-        elif kind == "validation":
-            v = ev.validation
-            self.line(f"validation at step {v.step}: loss {_num(v.valid_loss)}, token accuracy "
-                      f"{v.valid_token_accuracy:.3f}", ts=ev.time)
-        else:
-            self.line(escape(ev.message), ev.level, ev.time)
-
-    def state(self, sc: pb.StateChange, ts: Timestamp) -> None:
-        to = state_name(sc.to_state)
-        text = f"{state_name(sc.from_state) if sc.from_state else 'new'} → {_styled(sc.to_state)}"
-        if sc.reason and to != "failed":
-            text += f": {escape(sc.reason)}"
-        if sc.error.code:
-            text += f": {escape(_error(sc.error))}"
-        self.line(text, "error" if to == "failed" else "info", ts)
-        if to == "running":
-            self.window.clear()  # a new attempt: its speed is its own
-        if self.progress is not None and self.task is not None:
-            self.progress.update(self.task, description=to)
-
-    def step(self, s: pb.StepLog, ts: Timestamp) -> None:
-        self.losses[s.step] = s.train_loss
-        self.window.append((_seconds(ts), s.step))
-        eta = s.eta_seconds if s.eta_seconds > 0 else self._eta(s)
-        speed = f"{s.tokens_per_second:.0f} tok/s" if s.tokens_per_second else ""
-        if self.progress is not None and self.task is not None:
-            self.progress.update(self.task, total=s.total_steps or None, completed=s.step, epoch=f"{s.epoch:.2f}",
-                                 loss=_num(s.train_loss), speed=speed, eta=_duration(eta) if eta is not None else "-")
-            return
-        if self.printed_step and s.step % self.log_every and s.step != s.total_steps and s.step != 1:
-            return
-        self.printed_step = True
-        eta_text = f" ETA {_duration(eta)}" if eta is not None and s.step != s.total_steps else ""
-        self.line(f"step {s.step}/{s.total_steps} epoch {s.epoch:.2f} loss {_num(s.train_loss)} "
-                  f"lr {s.learning_rate:.2e}{f' {speed}' if speed else ''}{eta_text}", ts=ts)
-
-    def _eta(self, s: pb.StepLog) -> float | None:
-        """From the events' own times, so steps replayed from history do not look infinitely fast."""
-        if len(self.window) < 2:
-            return None
-        (t0, s0), (t1, s1) = self.window[0], self.window[-1]
-        if s1 <= s0 or t1 <= t0:
-            return None
-        return (s.total_steps - s.step) * (t1 - t0) / (s1 - s0)
-
-    def summary(self, job: pb.Job) -> int:
-        """Final state, loss curve, metrics, adapter or error; the exit code says whether it succeeded."""
-        name = state_name(job.state)
-        took = ""
-        if job.start_time.seconds and job.end_time.seconds:
-            took = f" in {_duration(_seconds(job.end_time) - _seconds(job.start_time))}"
-        steps = ""
-        if job.total_steps:
-            tokens = f", {job.trained_tokens} trained tokens" if job.trained_tokens else ""
-            steps = f" ({job.step}/{job.total_steps} steps{tokens})"
-        say(f"job {job.id} {_styled(job.state)}{took}{steps}")
-        losses = [self.losses[k] for k in sorted(self.losses)]
-        if losses:
-            say(f"loss {_num(losses[0])} → {_num(losses[-1])}  {sparkline(losses)}")
-        if job.metrics.train_loss or job.metrics.valid_loss:
-            say(f"metrics: {_metrics(job.metrics)}")
-        if name == "succeeded":
-            say(f"adapter: {escape(job.adapter_path)}; model name {escape(job.fine_tuned_model)}")
-            return 0
-        if name == "failed":
-            output.print_error(TuneryError(f"job {job.id} failed: {_error(job.error)}", code=job.error.code,
-                                           field=job.error.param))
-        return 1
-
-
-def _clock(ts: Timestamp | None) -> str:
-    if ts is None or not ts.seconds:
-        return time.strftime("%H:%M:%S")
-    return ts.ToDatetime(tzinfo=UTC).astimezone().strftime("%H:%M:%S")
-
-
-def _watch(stub: trainer_pb2_grpc.TrainerServiceStub, job_id: str, after: int, log_every: int) -> int:
-    """Follow until the job ends; returns the exit code. Ctrl-C stops watching, never the job."""
-    job = stub.GetJob(pb.GetJobRequest(job_id=job_id)).job
-    view = _View(job, log_every, live=console.is_terminal)
-    if not view.live:
-        progress = f", step {job.step}/{job.total_steps}" if job.total_steps else ""
-        say(f"watching job {job.id} ({state_name(job.state)}{progress})")
-    last = after
-    retry = _Reconnect(view)
-    try:
-        with output.stdout_pipe(), view:
-            while True:
-                started = time.monotonic()
-                try:
-                    for r in stub.StreamJobEvents(pb.StreamJobEventsRequest(job_id=job_id, after_sequence=last),
-                                                  timeout=WATCH_DEADLINE):
-                        retry.ok()
-                        last = r.event.sequence
-                        view.event(r.event)
-                    job = stub.GetJob(pb.GetJobRequest(job_id=job_id)).job
-                except grpc.RpcError as err:
-                    retry.wait_or_raise(err, last, time.monotonic() - started)
-                    continue
-                retry.ok()
-                if job.state in TERMINAL:
-                    break
-                time.sleep(0.5)  # the stream closed early (a service shutting down): follow on from the last event
-    except KeyboardInterrupt:
-        info(f"stopped watching; job {job_id} goes on (`tunery jobs cancel {job_id}` stops it)")
-        raise typer.Exit(130) from None
-    with output.stdout_pipe():
-        return view.summary(job)
+    say(f"resumed job {job.id} ({styled(job.state)}); it continues from its latest checkpoint")
 
 
 @app.command()
@@ -663,5 +339,5 @@ def watch(job_id: JobArg,
           addr: AddrOpt = None) -> None:
     """Follow a job live until it ends: progress, loss, checkpoints, validations; exit code 0 only if it succeeded."""
     with connect(addr) as stub:
-        code = _watch(stub, job_id, from_sequence, log_every)
+        code = follow(stub, job_id, from_sequence, log_every)
     raise typer.Exit(code)

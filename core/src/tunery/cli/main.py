@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from tunery import up as upmod
 from tunery.cli import datasets, jobs, keys, logs, monitor, output
+from tunery.cli.common import JsonOpt
 from tunery.cli.output import console, info, say
 from tunery.errors import TuneryError
 
@@ -126,7 +127,7 @@ def down(data_dir: DataDirOpt = None,
 @app.command()
 def status(data_dir: DataDirOpt = None,
            timeout: Annotated[float, typer.Option(min=0.1, help="Seconds per health check.")] = 2.0,
-           as_json: datasets.JsonOpt = False) -> None:
+           as_json: JsonOpt = False) -> None:
     """Health of NATS, each service and each trainer worker; exit code 0 only when all are healthy."""
     with output.handled():
         rows, state = upmod.status(data_dir, timeout)

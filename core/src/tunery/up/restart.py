@@ -31,10 +31,10 @@ def _now_iso(after: float = 0.0) -> str:
 class RestartPolicy:
     """How `tunery up` treats a process that exits on its own (options of `tunery up`, env `TUNERY_UP_<FIELD>`).
 
-    It is started again after `backoff` seconds, doubled for each restart it already had within the last `window`
-    seconds, at most `backoff_max`: 1, 2, 4, 8, 16 s by default. A process that exits once more after `max_restarts`
-    restarts within `window` seconds crash-loops: it is given up on, and everything else keeps running. One that
-    ran longer than `window` since its last restart starts over at `backoff`.
+    It is started again after `backoff` seconds, doubled for each restart it had within the last `window` seconds,
+    at most `backoff_max` (or `backoff`, if that is longer): 1, 2, 4, 8, 16 s by default. A process that exits once
+    more after `max_restarts` restarts within `window` seconds crash-loops: it is given up on, and everything else
+    keeps running. Only restarts within the window count, so a process that runs a while starts over at `backoff`.
     """
 
     backoff: float = 1.0
@@ -55,7 +55,7 @@ class RestartPolicy:
 
     def delay(self, recent: int) -> float:
         """Seconds before the next start of a process restarted `recent` times within the window."""
-        return min(self.backoff_max, self.backoff * 2.0 ** min(recent, 60))
+        return min(max(self.backoff_max, self.backoff), self.backoff * 2.0 ** min(recent, 60))
 
     def describe(self) -> str:
         return (f"restarts after {self.backoff:g} s, doubling up to {self.backoff_max:g} s; gives up after "
