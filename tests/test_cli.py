@@ -225,6 +225,24 @@ def test_user_errors_are_one_clean_line(stack: Stack, tmp_path: Path) -> None:
     assert "unknown service" in stack.cli("up", "--service", "nonsense", check=2).err
 
 
+def test_a_detached_stack_is_kept_running(stack: Stack) -> None:
+    """`up --detach` leaves a supervisor in the background: a service that dies is restarted, as in the foreground."""
+    state = stack.state()
+    assert state is not None and isinstance(state["supervisor"], dict) and pid_alive(state["supervisor"]["pid"])
+    dataset = state["services"]["dataset"]["proc"]["pid"]  # type: ignore[index]
+    os.kill(dataset, signal.SIGKILL)
+    deadline = time.monotonic() + 120
+    while True:  # restarted, with its new pid in up.json, and healthy again
+        doc = json.loads(stack.cli("status", "--json", check=None).out)
+        row = next(c for c in doc["components"] if c["name"] == "dataset")
+        if row["restarts"] == 1 and row["healthy"]:
+            break
+        assert time.monotonic() < deadline, f"the dataset service was not restarted: {row}"
+    assert row["pid"] != dataset and pid_alive(row["pid"]) and row["last_exit"] == -signal.SIGKILL
+    assert "dataset restarted" in (stack.data_dir / "logs" / "up.log").read_text()
+    assert stack.cli("datasets", "list").code == 0
+
+
 @pytest.mark.parametrize("stop_with", ["ctrl-c", "down"])
 def test_foreground_up_stops_cleanly(tmp_path: Path, stop_with: str) -> None:
     """A foreground `up` (its own data dir and ports) stops everything on Ctrl-C, or on `down` from elsewhere."""

@@ -42,6 +42,8 @@ def _exit_text(returncode: int | None) -> str:
             return signal.Signals(-returncode).name
         return f"signal {-returncode}"
     return f"code {returncode}"
+
+
 _SERVE_TARGETS = (*upmod.SPECS, upmod.WORKER)
 _POLICY = upmod.RestartPolicy()
 
@@ -50,8 +52,8 @@ _POLICY = upmod.RestartPolicy()
 def up(data_dir: DataDirOpt = None,
        nats_port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the embedded nats-server.")] = (
            upmod.DEFAULT_NATS_PORT),
-       detach: Annotated[bool, typer.Option("--detach", "-d", help="Return once healthy; stop with `tunery down`.")
-                         ] = False,
+       detach: Annotated[bool, typer.Option("--detach", "-d", help="Return once healthy, the supervisor running in "
+                                            "the background (log: logs/up.log); stop with `tunery down`.")] = False,
        timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for every service to be healthy.")] = (
            upmod.START_TIMEOUT),
        service: Annotated[list[str] | None, typer.Option(
@@ -82,6 +84,27 @@ def up(data_dir: DataDirOpt = None,
                                      param_hint="--service")
     with output.handled():
         policy = upmod.RestartPolicy(restart_backoff, restart_backoff_max, max_restarts, restart_window)
+    if detach:
+        args = ["--nats-port", str(nats_port), "--timeout", str(timeout), "--workers", str(workers),
+                "--restart-backoff", str(restart_backoff), "--restart-backoff-max", str(restart_backoff_max),
+                "--max-restarts", str(max_restarts), "--restart-window", str(restart_window)]
+        for name in service or []:
+            args += ["--service", name]
+        try:
+            with output.handled():
+                state, log = upmod.start_in_background(args, data_dir, timeout=timeout)
+        except upmod.StartFailed as err:
+            output.err_console.print(escape(err.output), soft_wrap=True, highlight=False)
+            raise typer.Exit(err.code) from None
+        except KeyboardInterrupt:
+            info("interrupted: stopped everything that had started")
+            raise typer.Exit(130) from None
+        _print_started(state)
+        say(f"data in {escape(state.data_dir)}; state in {escape(str(upmod.Layout.of(data_dir).state_file))}")
+        supervisor = state.supervisor.pid if state.supervisor else "?"
+        say(f"running in the background, kept running by supervisor pid {supervisor} (its log: {escape(str(log))}): "
+            "`tunery status`, `tunery down`")
+        return
     sup = upmod.Supervisor(data_dir, nats_port=nats_port, report=info, only=service or (), workers=workers,
                            policy=policy)
     sup.install_signals()
@@ -92,6 +115,14 @@ def up(data_dir: DataDirOpt = None,
         raise typer.Exit(130) from None
     except TuneryError as err:
         output.fail(err)
+    _print_started(state)
+    say(f"data in {escape(state.data_dir)}; state in {escape(str(sup.layout.state_file))}")
+    say("all healthy; Ctrl-C (or `tunery down`) stops everything. A process that exits on its own is restarted: "
+        f"{policy.describe()}")
+    raise typer.Exit(sup.supervise())
+
+
+def _print_started(state: upmod.RunState) -> None:
     t = output.table("component", "listens on", "pid", "log")
     t.add_row("nats", state.nats_url + ("" if state.nats else " (external)"), str(state.nats.pid if state.nats else ""),
               escape(state.nats_log))
@@ -101,13 +132,6 @@ def up(data_dir: DataDirOpt = None,
         t.add_row(w.name, "(no port; pulls jobs from NATS)", str(w.proc.pid), escape(w.log))
     t.columns[-1].overflow = "fold"
     console.print(t)
-    say(f"data in {escape(state.data_dir)}; state in {escape(str(sup.layout.state_file))}")
-    if detach:
-        sup.detach()
-        say("running in the background: `tunery status`, `tunery down`")
-        return
-    say(f"all healthy; Ctrl-C stops everything. A process that exits on its own is restarted: {policy.describe()}")
-    raise typer.Exit(sup.supervise())
 
 
 @app.command()

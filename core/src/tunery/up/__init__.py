@@ -11,8 +11,10 @@ is restarted with backoff; only a crash loop makes the supervisor give up on it 
     probes      health probes and `tunery status`
     restart     the restart policy: backoff, crash-loop bound
     supervisor  start, supervise, stop (`Supervisor`), and `down`
+    background  `up --detach`: the supervisor in the background
 """
 
+from tunery.up.background import StartFailed, start_in_background
 from tunery.up.catalog import (
     DEFAULT_NATS_PORT,
     HOST,
@@ -44,7 +46,8 @@ from tunery.up.supervisor import START_TIMEOUT, STOP_GRACE, AlreadyRunning, Inte
 __all__ = [
     "DEFAULT_NATS_PORT", "HOST", "SERVICES", "SPECS", "START_TIMEOUT", "STATE_VERSION", "STOP_GRACE", "WORKER",
     "WORKER_MODULE", "WORKER_READY", "AlreadyRunning", "Child", "Health", "Interrupted", "Layout", "ProcRecord",
-    "Report", "RestartPolicy", "Restarter", "Restarts", "RunState", "ServiceRecord", "ServiceSpec", "StatusRow",
-    "Supervisor", "WorkerRecord", "check_health", "default_data_dir", "down", "log_tail", "nats_reachable", "pid_alive",
-    "pids", "port_free", "remove_state", "serve_argv", "service_address", "spec", "status", "stop_processes",
+    "Report", "RestartPolicy", "Restarter", "Restarts", "RunState", "ServiceRecord", "ServiceSpec", "StartFailed",
+    "StatusRow", "Supervisor", "WorkerRecord", "check_health", "default_data_dir", "down", "log_tail",
+    "nats_reachable", "pid_alive", "pids", "port_free", "remove_state", "serve_argv", "service_address", "spec",
+    "start_in_background", "status", "stop_processes",
 ]

@@ -51,7 +51,8 @@ def describe(state: RunState) -> str:
     where = ", ".join(f"{r.name} on {r.address}" for r in state.services.values()) or "no services"
     if state.workers:
         where += f", {len(state.workers)} trainer worker(s)"
-    mode = f"foreground, pid {state.supervisor.pid}" if state.supervisor and state.supervisor.alive() else "detached"
+    sup = state.supervisor
+    mode = f"supervisor pid {sup.pid}" if sup and sup.alive() else "no supervisor: nothing restarts what exits"
     return f"{where}; NATS at {state.nats_url} ({mode})"
 
 
@@ -308,18 +309,6 @@ class Supervisor:
             raise
 
     # -- run / stop --
-    def detach(self) -> RunState:
-        """Leave everything running, unsupervised; `tunery down` takes over from up.json."""
-        assert self.state is not None
-        self.state.supervisor = None
-        self.state.write(self.layout)
-        self.services.clear()  # they are on their own now
-        self.worker_children.clear()
-        self.nats_child = None
-        self.nats = None
-        self._unlock()
-        return self.state
-
     def supervise(self) -> int:
         """Keep everything running until a signal: restart what exits on its own (backoff), give up on crash loops.
         Then stop everything; exit code 0, or 1 when a process had to be given up on."""
