@@ -277,12 +277,12 @@ def test_a_worker_killed_mid_job_is_restarted_and_the_job_finishes(tmp_path: Pat
         timeline.append((time.monotonic() - t0, what))
 
     # The tiny model (torch import, tokenizer conversion) builds while the stack starts. A short ack wait: the job
-    # of a killed worker goes back to the queue after 3 s, not 30.
+    # of a killed worker goes back to the queue after 5 s, not 30 (heartbeats every second keep a live one's).
     try:
         with ThreadPoolExecutor(1) as pool:
             tiny = pool.submit(build_tiny_llama, tmp_path / "tiny-llama", data_dir=tmp_path)
             with foreground_up(tmp_path, "-s", "dataset", "-s", "trainer", "-s", "gateway",
-                               TUNERY_TRAINER_ACK_WAIT_SECONDS="3") as up:
+                               TUNERY_TRAINER_ACK_WAIT_SECONDS="5") as up:
                 _kill_the_worker_mid_job(up, tiny.result, mark)
     finally:
         print("\n".join(f"{t:7.1f} s  {what}" for t, what in timeline))  # shown with -s, or when it fails
@@ -341,12 +341,12 @@ def _kill_the_worker_mid_job(up: Up, tiny_model: Callable[..., Path], mark: Call
         poller.join(30)
     assert f"job {job_id} succeeded" in watched and "(60/60 steps" in watched, watched
     done = trainer.GetJob(pb.GetJobRequest(job_id=job_id)).job
-    assert done.state == common_pb2.JOB_STATE_SUCCEEDED and done.attempts == 2
+    assert done.state == common_pb2.JOB_STATE_SUCCEEDED and done.attempts >= 2, "redelivered after the kill"
     resumed = [int(line.split("resuming at step ")[1].split()[0].rstrip(",:;"))
                for line in watched.splitlines() if "resuming at step " in line]
     checkpoints = {c.step for c in trainer.ListCheckpoints(pb.ListCheckpointsRequest(job_id=job_id)).checkpoints}
     assert resumed and resumed[-1] - 1 in checkpoints and resumed[-1] >= step + 1, watched
-    mark(f"the second attempt resumed at step {resumed[-1]}")
+    mark(f"the redelivered job resumed at step {resumed[-1]}")
 
     # The gateway answered 200 throughout, from before the kill until the job ended.
     failures = [a for a in poller.answers if a[1] != 200]
