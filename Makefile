@@ -46,6 +46,7 @@ check-protos: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check core services tests bench scripts
+	$(BIN)/lint-imports --no-cache
 
 test: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py --check
