@@ -110,6 +110,37 @@ def tunery_containers() -> Iterator[tuple[str, str, set[str]]]:
 
 
 @cache
+def built_services() -> frozenset[str]:
+    """Services that exist in the repository: services/<name> has a package with a `python -m` entry point."""
+    return frozenset(
+        p.name
+        for p in (ROOT / "services").iterdir()
+        if (p / "pyproject.toml").is_file() and (p / "src" / f"tunery_{p.name}" / "__main__.py").is_file()
+    )
+
+
+def serve_targets() -> dict[str, Path]:
+    """`tunery serve <target>` (the images' entry point) -> the module file in the repository that it runs."""
+    targets = {s: ROOT / "services" / s / "src" / f"tunery_{s}" / "__main__.py" for s in built_services()}
+    worker = ROOT / "services" / "trainer" / "src" / "tunery_trainer" / "worker.py"  # tunery.up.WORKER_MODULE
+    if worker.is_file():
+        targets["trainer-worker"] = worker
+    return targets
+
+
+def named_service(env: str) -> str | None:
+    """The service a TUNERY_<SERVICE>_<FIELD> name belongs to, if any."""
+    return next((s for s in SERVICES if env.startswith(f"TUNERY_{s.upper()}_")), None)
+
+
+def dockerfile_cmd(path: Path) -> list[str]:
+    """The exec-form CMD of a Dockerfile (the default argument of its `tunery serve` entry point)."""
+    found = re.findall(r"^CMD (\[.*\])$", path.read_text(), flags=re.M)
+    assert found, f"{path.name} has no exec-form CMD"
+    return yaml.safe_load(found[-1])
+
+
+@cache
 def settings_class(service: str) -> type[ServiceSettings] | None:
     """The service's settings class, or None while the service is not built (not installed) yet."""
     try:
@@ -249,7 +280,6 @@ def test_compose_is_consistent() -> None:
         "dataset",
         "trainer",
         "trainer-worker",
-        "evaluator",
         "gateway",
         "tgi",
     } <= set(services)
@@ -269,7 +299,7 @@ def test_compose_is_consistent() -> None:
             source = str(vol).split(":", 1)[0]
             if source.startswith("./"):
                 assert (DEPLOY / source).exists(), f"{name}: bind mount source {source} missing"
-    for name in ("dataset", "trainer", "evaluator", "gateway"):
+    for name in sorted(built_services()):
         assert "artifacts:/var/lib/tunery/artifacts" in services[name]["volumes"]
 
 
@@ -414,3 +444,109 @@ def test_healthcheck_http() -> None:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+# ---- only what exists: every service, dependency, Dockerfile, image and module named is in the repository -------
+
+
+def test_services_that_exist_are_known() -> None:
+    assert built_services() >= {"dataset", "trainer", "gateway"}
+    assert built_services() <= set(SERVICES), f"add the new service to SERVICES: {sorted(built_services())}"
+
+
+def test_compose_names_only_what_exists() -> None:
+    """`docker compose up` can start everything it names: no service, image or address of one not built yet."""
+    services = compose()["services"]
+    for name, svc in services.items():
+        for dep in svc.get("depends_on") or {}:
+            assert dep in services, f"{name} depends on {dep}, which compose does not define"
+        build = svc.get("build")
+        image = str(svc.get("image", ""))
+        if image.startswith("tunery/"):
+            assert build, f"{name}: {image} is built by this repository, so it needs a build section"
+        if not build:
+            continue
+        dockerfile = DEPLOY / build["context"] / build["dockerfile"]
+        assert dockerfile.is_file(), f"{name}: no {build['dockerfile']}"
+        service = (build.get("args") or {}).get("SERVICE")
+        if service is not None:
+            assert service in built_services(), f"{name}: builds {service}, which services/ does not have (yet)"
+        command = svc.get("command") or ([service] if service else dockerfile_cmd(dockerfile))
+        target = command[0]
+        assert target in serve_targets(), f"{name}: `tunery serve {target}` runs nothing in this repository"
+        assert serve_targets()[target].is_file()
+        for env, value in (svc.get("environment") or {}).items():
+            owner = named_service(env)
+            assert owner is None or owner in built_services(), f"{name}: {env}: no {owner} service"
+            if env.endswith("_ADDR"):
+                host = str(value).split(":", 1)[0]
+                assert host in services, f"{name}: {env}={value} names no compose service"
+
+
+def test_compose_images_are_built_once() -> None:
+    """Each tunery/<image> comes from one Dockerfile and one SERVICE, whichever compose service names it."""
+    seen: dict[str, tuple[str, str | None]] = {}
+    for name, svc in compose()["services"].items():
+        if not svc.get("build"):
+            continue
+        repo = str(svc["image"]).split(":", 1)[0]
+        how = (svc["build"]["dockerfile"], (svc["build"].get("args") or {}).get("SERVICE"))
+        assert seen.setdefault(repo, how) == how, f"{name}: {repo} built two ways: {seen[repo]} and {how}"
+
+
+def test_dockerfile_builds_only_services_that_exist() -> None:
+    text = (DEPLOY / "docker" / "Dockerfile.service").read_text()
+    (cases,) = re.findall(r"^\s*([a-z|]+)\) ;; \\$", text, flags=re.M)
+    assert set(cases.split("|")) == built_services(), "Dockerfile.service: the SERVICE check lists other services"
+
+
+def test_k8s_names_only_what_exists() -> None:
+    """Every manifest (default set and components): images, `tunery serve` targets, selectors, addresses, secrets."""
+    docs = list(k8s_manifests())
+    images = {
+        str(svc["image"]).split(":", 1)[0]: svc["build"]
+        for svc in compose()["services"].values()
+        if svc.get("build")
+    }
+    workloads: dict[str, dict[str, str]] = {}
+    for path, doc in docs:
+        if doc["kind"] not in {"Deployment", "StatefulSet"}:
+            continue
+        name = doc["metadata"]["name"]
+        pod = doc["spec"]["template"]
+        workloads[name] = pod["metadata"].get("labels") or {}
+        for c in pod["spec"]["containers"]:
+            image = str(c["image"]).split(":", 1)[0]
+            if not image.startswith("tunery/"):
+                continue
+            assert image in images, f"{path.name}:{name}: {image} is built by no Dockerfile of deploy/ (see compose)"
+            service = (images[image].get("args") or {}).get("SERVICE")
+            assert service is None or service in built_services(), f"{path.name}:{name}: {service} is not built"
+            target = (c.get("args") or c.get("command") or [service])[0]
+            assert target in serve_targets(), f"{path.name}:{name}: `tunery serve {target}` runs nothing here"
+            for env in c.get("env", []):
+                owner = named_service(env["name"])
+                assert owner is None or owner in built_services(), f"{path.name}:{name}: {env['name']} ({owner})"
+    names = {labels.get("app.kubernetes.io/name") for labels in workloads.values()}
+    services = {doc["metadata"]["name"] for _, doc in docs if doc["kind"] == "Service"}
+    for path, doc in docs:
+        kind, name = doc["kind"], doc["metadata"]["name"]
+        if kind == "Service":
+            selected = doc["spec"]["selector"].get("app.kubernetes.io/name")
+            assert selected in names, f"{path.name}: Service {name} selects {selected}, no workload has that name"
+        if kind in {"ConfigMap", "Secret"}:
+            for key, value in {**(doc.get("data") or {}), **(doc.get("stringData") or {})}.items():
+                owner = named_service(key)
+                assert owner is None or owner in built_services(), f"{path.name}: {key}: no {owner} service"
+                if key.startswith("TUNERY_") and key.endswith("_ADDR"):
+                    assert str(value).split(":", 1)[0] in services, f"{path.name}: {key}={value} names no Service"
+        if kind == "NetworkPolicy":
+            for expr in doc["spec"]["podSelector"].get("matchExpressions", []):
+                if expr["key"] == "app.kubernetes.io/name":
+                    unknown = set(expr["values"]) - names
+                    assert not unknown, f"{path.name}: NetworkPolicy {name} selects {sorted(unknown)}, not deployed"
+    (k,) = load_all(K8S / "kustomization.yaml")
+    used = {str(c["image"]).split(":", 1)[0] for _, d in docs if d["kind"] in {"Deployment", "StatefulSet"}
+            for c in d["spec"]["template"]["spec"]["containers"]}
+    for entry in k.get("images", []):
+        assert entry["name"] in used, f"kustomization.yaml: image {entry['name']} is used by no workload"

@@ -12,9 +12,9 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
-import nats
 import pytest
 from google.protobuf import wrappers_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -68,8 +68,13 @@ async def _bug(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
     raise KeyError("oops")
 
 
+SLOW_DEADLINES: list[float | None] = []
+
+
 async def _slow(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-    await asyncio.sleep(2)
+    """Never answers: only a deadline ends the call. Records how much of its deadline the call arrived with."""
+    SLOW_DEADLINES.append(context.time_remaining())
+    await asyncio.get_running_loop().create_future()
     return request
 
 
@@ -159,9 +164,13 @@ def test_streaming_errors_are_mapped(test_server: str) -> None:
 
 
 def test_every_call_gets_a_deadline(test_server: str) -> None:
+    SLOW_DEADLINES.clear()
     t0 = time.monotonic()
-    rpc = _call(test_server, "Slow", timeout=0.3)
-    assert rpc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and time.monotonic() - t0 < 1.5
+    rpc = _call(test_server, "Slow", timeout=0.3)  # the method never answers: without a deadline this would hang
+    assert rpc.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert time.monotonic() - t0 < client.DEFAULT_TIMEOUT / 3  # the channel's 0.3 s, not the default deadline
+    # The server saw the same deadline (unless the call only got there after it had passed).
+    assert all(left is not None and left <= 0.3 for left in SLOW_DEADLINES), SLOW_DEADLINES
     err = grpcerrors.from_rpc_error(rpc)
     assert isinstance(err, errors.Unavailable) and err.code == "deadline_exceeded"
 
@@ -196,27 +205,28 @@ def test_sigterm_drains_then_stops(tmp_path: Path, nats_url: str) -> None:
         ch = client.channel(f"127.0.0.1:{port}")
         stub = dataset_pb2_grpc.DatasetServiceStub(ch)
         ds = stub.CreateDataset(pb.CreateDatasetRequest(name="drain")).dataset
-        release = threading.Event()
+        release, sent = threading.Event(), threading.Event()
         line = b'{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n'
 
         def slow() -> Iterator[pb.UploadExamplesRequest]:
             yield pb.UploadExamplesRequest(header=pb.UploadHeader(dataset=ds.id))
             yield pb.UploadExamplesRequest(chunk=line)
-            release.wait(20)
+            sent.set()  # grpc asks for the third message only once the first two are on their way
+            release.wait(60)
             yield pb.UploadExamplesRequest(chunk=line)
 
         inflight = stub.UploadExamples.future(slow())
-        time.sleep(0.5)
+        assert sent.wait(60), "the upload did not start"
         health = health_pb2_grpc.HealthStub(ch)
         assert health.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
         proc.send_signal(signal.SIGTERM)
-        statuses = []
-        for _ in range(20):
-            statuses.append(health.Check(health_pb2.HealthCheckRequest(), timeout=2).status)
-            if statuses[-1] == health_pb2.HealthCheckResponse.NOT_SERVING:
-                break
-            time.sleep(0.05)
-        assert statuses[-1] == health_pb2.HealthCheckResponse.NOT_SERVING
+        # NOT_SERVING once the service has the signal, for the drain delay (2 s); it still takes calls meanwhile.
+        deadline = time.monotonic() + 60
+        while (status := health.Check(health_pb2.HealthCheckRequest(), timeout=5).status) != (
+            health_pb2.HealthCheckResponse.NOT_SERVING
+        ):
+            assert status == health_pb2.HealthCheckResponse.SERVING and time.monotonic() < deadline, status
+            time.sleep(0.02)
         release.set()
         assert inflight.result(20).examples_added == 2, "the in-flight upload finished during the drain"
         assert proc.wait(20) == 0
@@ -236,18 +246,19 @@ def test_events_are_deduplicated_by_msg_id(loop: LoopThread, nats_url: str) -> N
         pub = events.EventPublisher(nc, source="test")
         for _ in range(3):
             await pub.publish("dataset.version.frozen", "ds_x1", wrappers_pb2.StringValue(value="v1"), event_id="e-1")
+        # Published after the three: once it is read, every copy of e-1 the stream kept has been read too.
+        await pub.publish("dataset.version.frozen", "ds_x1", wrappers_pb2.StringValue(value="end"), event_id="e-2")
         js = nc.jetstream()
         sub = await js.pull_subscribe("tunery.events.dataset.ds_x1.>", durable=None)
-        msgs = await sub.fetch(10, timeout=5)
-        try:
-            more = await sub.fetch(10, timeout=0.5)
-        except nats.errors.TimeoutError:
-            more = []
-        event = events.decode(msgs[0].data)
+        msgs: list[Any] = []
+        while not msgs or events.decode(msgs[-1].data).id != "e-2":
+            msgs += await sub.fetch(10, timeout=30)
+        first = [m for m in msgs if events.decode(m.data).id == "e-1"]
+        event = events.decode(first[0].data)
         value = wrappers_pb2.StringValue()
         event.payload.Unpack(value)
         await nc.close()
-        return len(msgs) + len(more), msgs[0].subject, value
+        return len(first), first[0].subject, value
 
     n, subject, value = loop.run(scenario())
     assert n == 1

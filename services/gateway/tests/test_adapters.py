@@ -134,8 +134,15 @@ def test_job_event_for_unserved_base_is_skipped(gw: Any) -> None:
     before = gw.gateway.watcher.registered
     publish_success(gw, job, f"jobs/{job}/adapter")
     publish_success(gw, "ftjob-sentinel-none", "jobs/does-not-exist/adapter")  # no metadata: logged, acked
-    time.sleep(1.5)
-    assert gw.gateway.watcher.registered == before
+    # The watcher handles events in stream order: once an adapter published after those two is served, both of
+    # them have been handled.
+    after = "ftjob-after-skipped"
+    served = f"ft:{gw.base}:after-skipped:{after}"
+    make_adapter(gw.shared.tiny, root / "jobs" / after / "adapter", seed=10, base_model=str(gw.shared.tiny.resolve()),
+                 fine_tuned_model=served, job_id=after)
+    publish_success(gw, after, f"jobs/{after}/adapter")
+    wait_for_model(gw, served)
+    assert gw.gateway.watcher.registered == before + 1
     assert f"ft:some-other-base::{job}" not in [m["id"] for m in gw.http("GET", "/v1/models").json()["data"]]
 
 

@@ -1,5 +1,9 @@
 """Request logs: every call stored, listed and filtered (API and `tunery logs`), rated, and imported into a dataset
-through the real dataset service — the way from production back to training."""
+through the real dataset service — the way from production back to training.
+
+Each test makes its own calls (tagged with its own metadata) and gives its own feedback, so the tests pass alone, in
+any order and together.
+"""
 
 from __future__ import annotations
 
@@ -20,9 +24,9 @@ from tunery_gateway.keys import KeyStore
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def calls(gw: Any) -> dict[str, Any]:
-    """Four calls tagged with this module's own metadata: three good ones, one for a model that does not exist."""
+    """Four calls tagged with this test's own metadata: three good ones, one for a model that does not exist."""
     tag = uuid.uuid4().hex[:8]
     store = KeyStore(gw.gateway.db_engine)
     _, user_key = store.create(f"logs-user-{tag}", "inference")
@@ -37,6 +41,11 @@ def calls(gw: Any) -> dict[str, Any]:
     bad = gw.chat(key=user_key, model="missing-model", metadata={"run": tag})
     assert bad.status_code == 404
     return {"tag": tag, "ids": ids, "user_key": user_key, "other_key": other_key, "since": time.time() - 60}
+
+
+def rate(gw: Any, log_id: str, score: float, comment: str = "") -> None:
+    r = gw.http("POST", f"/v1/logs/{log_id}/feedback", json={"score": score, "comment": comment})
+    assert r.status_code == 200, r.text
 
 
 def logs(gw: Any, **params: Any) -> list[dict[str, Any]]:
@@ -96,6 +105,8 @@ def test_feedback(gw: Any, calls: dict[str, Any]) -> None:
 
 def test_import_into_dataset(gw: Any, calls: dict[str, Any]) -> None:
     name = f"from-logs-{calls['tag']}"
+    rate(gw, calls["ids"][0], 1)
+    rate(gw, calls["ids"][1], -1)  # only the third good call has no feedback
     ch = channel(gw.dataset_addr)
     stub = dataset_pb2_grpc.DatasetServiceStub(ch)
     stub.CreateDataset(dpb.CreateDatasetRequest(name=name))
@@ -124,6 +135,8 @@ def test_import_into_dataset(gw: Any, calls: dict[str, Any]) -> None:
 
 def test_cli(gw: Any, calls: dict[str, Any]) -> None:
     base = ["--url", gw.url, "--api-key", gw.admin_key]
+    rate(gw, calls["ids"][0], 1)
+    rate(gw, calls["ids"][1], -1)
     r = runner.invoke(cli, ["logs", "list", "--meta", f"run={calls['tag']}", "--status", "ok", "--json", *base])
     assert r.exit_code == 0, r.output
     assert len(json.loads(r.stdout)["data"]) == 3

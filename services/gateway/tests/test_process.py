@@ -20,7 +20,7 @@ def test_serves_and_drains_on_sigterm(gw: Any, tmp_path: Any) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TUNERY_", "OTEL_"))}
     env.update(TUNERY_DATA_DIR=str(tmp_path), TUNERY_NATS_URL=gw.nats_url, TUNERY_GATEWAY_PORT=str(port),
                TUNERY_GATEWAY_BASE_MODELS=str(gw.shared.tiny), TUNERY_GATEWAY_ADMIN_API_KEY=gw.admin_key,
-               TUNERY_GATEWAY_DRAIN_DELAY_SECONDS="1", TUNERY_GATEWAY_GRACE_SECONDS="20",
+               TUNERY_GATEWAY_DRAIN_DELAY_SECONDS="2", TUNERY_GATEWAY_GRACE_SECONDS="20",
                TUNERY_GATEWAY_TORCH_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-m", "tunery_gateway"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -43,14 +43,19 @@ def test_serves_and_drains_on_sigterm(gw: Any, tmp_path: Any) -> None:
             body = {"model": gw.base, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 400,
                     "stream": True, "temperature": 1.0, "seed": 3}
             with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, headers=headers, timeout=60) as r:
-                chunks.extend(r.iter_lines())
+                for line in r.iter_lines():
+                    chunks.append(line)
 
         t = threading.Thread(target=stream)
         t.start()
-        while not chunks:
+        while not chunks:  # the call is in flight
+            assert t.is_alive() or chunks, "the stream ended before its first chunk"
             time.sleep(0.01)
         proc.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
+        # The gateway logs that it drains once /health says so; it then answers 503 for the drain delay (2 s).
+        while not any("draining" in line for line in lines):
+            assert proc.poll() is None, "".join(lines)
+            time.sleep(0.01)
         drained = httpx.get(f"{url}/health")
         assert drained.status_code == 503 and drained.json()["status"] == "draining"
         t.join(60)
