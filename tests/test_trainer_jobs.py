@@ -65,7 +65,7 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    from tunery_trainer.modelprep import build_tiny_llama
+    from tunery.testing import build_tiny_llama
 
     tmp = tmp_path_factory.mktemp("stack")
     # Artifacts on a small tmpfs of their own (where mounting is allowed, as root here and in CI): the disk-full test

@@ -12,9 +12,9 @@ from google.protobuf import any_pb2, timestamp_pb2
 from google.protobuf.message import Message
 from nats.aio.client import Client as NATS
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError, NotFoundError
 
 from tunery.common.v1 import common_pb2
+from tunery.runtime import consumer
 
 log = logging.getLogger("tunery.events")
 
@@ -40,22 +40,17 @@ async def connect(url: str, *, name: str) -> NATS:
 
 
 async def ensure_stream(nc: NATS) -> None:
-    js = nc.jetstream()
-    config = StreamConfig(
-        name=STREAM,
-        subjects=[f"{SUBJECT_PREFIX}.>"],
-        retention=RetentionPolicy.LIMITS,
-        storage=StorageType.FILE,
-        max_age=30 * 24 * 3600,
-        duplicate_window=120,
+    await consumer.ensure_stream(
+        nc.jetstream(),
+        StreamConfig(
+            name=STREAM,
+            subjects=[f"{SUBJECT_PREFIX}.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=30 * 24 * 3600,
+            duplicate_window=120,
+        ),
     )
-    try:
-        await js.stream_info(STREAM)
-    except NotFoundError:
-        try:
-            await js.add_stream(config)
-        except BadRequestError:  # created concurrently by another service
-            await js.stream_info(STREAM)
 
 
 class EventPublisher:
