@@ -47,6 +47,17 @@ log = logging.getLogger("tunery.trainer")
 T = TypeVar("T")
 
 
+def split_file(artifacts: LocalArtifactStore, base: str, fraction: float, seed: int) -> tuple[int, int]:
+    """Split `<base>/train.jsonl` into itself and `<base>/validation.jsonl` with `tunery.split`, as the dataset
+    service splits a version: by the examples' content, the seed and the fraction, so the same file splits the same
+    way however often it is uploaded. Returns the (train, validation) sizes."""
+    lines = [line for line in artifacts.path(f"{base}/train.jsonl").read_bytes().splitlines() if line.strip()]
+    train_idx, val_idx = split_examples([orjson.loads(line) for line in lines], fraction, seed)
+    artifacts.put_bytes(f"{base}/validation.jsonl", b"".join(lines[i] + b"\n" for i in val_idx))
+    artifacts.put_bytes(f"{base}/train.jsonl", b"".join(lines[i] + b"\n" for i in train_idx))
+    return len(train_idx), len(val_idx)
+
+
 class TrainerService:
     def __init__(
         self,
@@ -201,7 +212,7 @@ class TrainerService:
                 n_val = await self._export(spec.validation_data, val_key)
             elif spec.validation_split:
                 val_key = f"{base}/validation.jsonl"
-                n_train, n_val = await self._run(self.split_file, base, spec.validation_split, spec.seed)
+                n_train, n_val = await self._run(split_file, self.artifacts, base, spec.validation_split, spec.seed)
             current = await self._run(self.store.get, job_id)
             if current.state != "validating_files":  # cancelled meanwhile
                 return
@@ -219,15 +230,6 @@ class TrainerService:
         except Exception as err:
             log.exception("preparing %s failed", job_id)
             await self.fail(job_id, "prepare_failed", f"preparing the job failed: {type(err).__name__}: {err}", "")
-
-    def split_file(self, base: str, fraction: float, seed: int) -> tuple[int, int]:
-        """Split `<base>/train.jsonl` into itself and `<base>/validation.jsonl` with `tunery.split`, the split the
-        dataset service makes too: by the examples' content, the seed and the fraction. (train, validation) sizes."""
-        lines = [line for line in self.artifacts.path(f"{base}/train.jsonl").read_bytes().splitlines() if line.strip()]
-        train_idx, val_idx = split_examples([orjson.loads(line) for line in lines], fraction, seed)
-        self.artifacts.put_bytes(f"{base}/validation.jsonl", b"".join(lines[i] + b"\n" for i in val_idx))
-        self.artifacts.put_bytes(f"{base}/train.jsonl", b"".join(lines[i] + b"\n" for i in train_idx))
-        return len(train_idx), len(val_idx)
 
     async def queue_job(self, job_id: str, expected: str, reason: str) -> Job:
         generation = (await self._run(self.store.get, job_id)).generation + 1
