@@ -33,10 +33,27 @@ def subject_for(event_type: str, resource_id: str) -> str:
 
 
 async def connect(url: str, *, name: str) -> NATS:
-    """Connect and keep reconnecting forever: a service outlives a NATS restart."""
-    return await nats.connect(
-        url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=5, allow_reconnect=True
+    """Connect and keep reconnecting forever: a service outlives a NATS restart (and says so in its log)."""
+    nc = NATS()
+
+    async def lost() -> None:
+        if not nc.is_closed:  # also called on a deliberate close
+            log.warning("%s lost the connection to NATS at %s; reconnecting", name, url)
+
+    async def back() -> None:
+        log.info("%s reconnected to NATS at %s", name, url)
+
+    await nc.connect(
+        url,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=5,
+        allow_reconnect=True,
+        disconnected_cb=lost,
+        reconnected_cb=back,
     )
+    return nc
 
 
 async def ensure_stream(nc: NATS) -> None:
