@@ -97,6 +97,14 @@ class Stack:
     def create(self, s: pb.JobSpec) -> pb.Job:
         return self.trainer.CreateJob(pb.CreateJobRequest(spec=s)).job
 
+    def slow_job(self, step_seconds: float, n_epochs: int, checkpoint_every_steps: int = 0) -> pb.Job:
+        """An echo-backend job on a fresh version (6 steps an epoch) slow enough to act on while it runs."""
+        hp = pb.Hyperparameters(n_epochs=n_epochs, batch_size=4)
+        config = {"step_seconds": step_seconds}
+        spec = self.spec(self.make_version(), config=config, checkpoint_every_steps=checkpoint_every_steps,
+                         hyperparameters=hp)  # fmt: skip
+        return self.create(spec)
+
     def job(self, job_id: str) -> pb.Job:
         return self.trainer.GetJob(pb.GetJobRequest(job_id=job_id)).job
 

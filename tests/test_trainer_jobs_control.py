@@ -15,14 +15,7 @@ if TYPE_CHECKING:
 
 
 def test_cancel_stops_within_seconds_and_keeps_checkpoints(stack: Stack, workers: Workers) -> None:
-    job = stack.create(
-        stack.spec(
-            stack.make_version(),
-            config={"step_seconds": 0.3},
-            checkpoint_every_steps=2,
-            hyperparameters=pb.Hyperparameters(n_epochs=10, batch_size=4),
-        ),
-    )
+    job = stack.slow_job(0.3, 10, checkpoint_every_steps=2)
     stack.wait_step(job.id, 3)
     cancelled = stack.trainer.CancelJob(pb.CancelJobRequest(job_id=job.id)).job
     assert cancelled.state == S.JOB_STATE_CANCELLED
@@ -40,13 +33,7 @@ def test_cancel_stops_within_seconds_and_keeps_checkpoints(stack: Stack, workers
 
 
 def test_pause_and_resume_continue_from_the_checkpoint(stack: Stack, workers: Workers) -> None:
-    job = stack.create(
-        stack.spec(
-            stack.make_version(),
-            config={"step_seconds": 0.2},
-            hyperparameters=pb.Hyperparameters(n_epochs=4, batch_size=4),
-        ),
-    )
+    job = stack.slow_job(0.2, 4)
     stack.wait_step(job.id, 2)
     paused = stack.trainer.PauseJob(pb.PauseJobRequest(job_id=job.id)).job
     assert paused.state == S.JOB_STATE_PAUSED

@@ -19,14 +19,7 @@ if TYPE_CHECKING:
 
 
 def test_sigkill_mid_job_resumes_on_another_worker(stack: Stack, workers: Workers) -> None:
-    job = stack.create(
-        stack.spec(
-            stack.make_version(),
-            config={"step_seconds": 0.25},
-            checkpoint_every_steps=3,
-            hyperparameters=pb.Hyperparameters(n_epochs=3, batch_size=4),
-        ),
-    )
+    job = stack.slow_job(0.25, 3, checkpoint_every_steps=3)
     stack.wait_checkpoint(job.id, step=6)
     running = stack.job(job.id)
     first = workers.by_name(running.worker)
@@ -50,14 +43,7 @@ def test_sigkill_mid_job_resumes_on_another_worker(stack: Stack, workers: Worker
 def test_disk_full_while_checkpointing_fails_clearly(stack: Stack, workers: Workers) -> None:
     if not stack.artifacts_on_tmpfs:
         pytest.skip("cannot mount a small tmpfs here (needs root)")
-    job = stack.create(
-        stack.spec(
-            stack.make_version(),
-            config={"step_seconds": 0.3},
-            checkpoint_every_steps=2,
-            hyperparameters=pb.Hyperparameters(n_epochs=10, batch_size=4),
-        ),
-    )
+    job = stack.slow_job(0.3, 10, checkpoint_every_steps=2)
     first = stack.wait_checkpoint(job.id)[0]
     filler = stack.data_dir / "artifacts" / "filler"
     try:
@@ -94,14 +80,7 @@ def test_a_job_that_kills_its_workers_ends_failed(stack: Stack, workers: Workers
 
 
 def test_a_nats_outage_mid_job_loses_nothing(stack: Stack, workers: Workers) -> None:
-    job = stack.create(
-        stack.spec(
-            stack.make_version(),
-            config={"step_seconds": 0.2},
-            checkpoint_every_steps=4,
-            hyperparameters=pb.Hyperparameters(n_epochs=5, batch_size=4),
-        ),
-    )
+    job = stack.slow_job(0.2, 5, checkpoint_every_steps=4)
     worker = workers.by_name(stack.wait_step(job.id, 5).worker)
     lost = "lost the connection to NATS"
     before = workers.log_of(worker).count(lost)

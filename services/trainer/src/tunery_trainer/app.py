@@ -71,7 +71,7 @@ async def start(settings: TrainerSettings) -> TrainerApp:
         jobs,
         GrpcDatasetClient(channel, settings.dataset_addr),
     )
-    ingest = Ingest(service, nc)
+    ingest = Ingest(service, nc, jobs)
     await ingest.start()
     server = GrpcServer(
         [Registration(TrainerServicer(service), trainer_pb2_grpc.add_TrainerServiceServicer_to_server, SERVICE_NAME)],

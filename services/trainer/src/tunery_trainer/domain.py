@@ -227,6 +227,14 @@ class TrainTask:
     max_seq_length: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class ControlFlag:
+    """What the workers should do with a job (a key-value entry per job, read between steps)."""
+
+    action: Literal["run", "cancel", "pause"] = "run"
+    generation: int = 0
+
+
 # ---- catalog ---------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class ConfigField:
@@ -283,6 +291,14 @@ class DatasetClient(Protocol):
     def export(self, dataset: str, version: int) -> AsyncIterator[bytes]:
         """The version's examples as JSONL, in chunks."""
         ...
+
+
+class WorkQueue(Protocol):
+    """Where queued jobs wait for a worker, and the per-job control flags workers follow (NATS: queue.py)."""
+
+    async def enqueue(self, task: TrainTask) -> None: ...
+
+    async def set_control(self, job_id: str, flag: ControlFlag) -> None: ...
 
 
 class EventSink(Protocol):

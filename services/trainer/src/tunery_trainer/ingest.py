@@ -85,9 +85,10 @@ def apply(store: JobStore, event_id: str, ev: JobEvent, from_service: bool = Fal
 
 
 class Ingest:
-    def __init__(self, service: TrainerService, nc: NATS) -> None:
+    def __init__(self, service: TrainerService, nc: NATS, jobs: queue.JobQueue) -> None:
         self.service = service
         self.nc = nc
+        self.jobs = jobs
         config = ConsumerConfig(
             durable_name=DURABLE,
             ack_policy=AckPolicy.EXPLICIT,
@@ -109,7 +110,7 @@ class Ingest:
         try:
             info = json.loads(msg.data)
             seq = int(info["stream_seq"])
-            task = await self.service.queue.task_at(seq)
+            task = await self.jobs.task_at(seq)
             n = int(info.get("deliveries", 0))
             await self.service.fail(
                 task.job_id,
@@ -119,7 +120,7 @@ class Ingest:
                 "worker logs",
                 "",
             )
-            await self.service.queue.delete(seq)
+            await self.jobs.delete(seq)
         except Exception:
             log.exception("could not handle a max-deliveries advisory")
 

@@ -4,7 +4,6 @@ per-job control flags and leases (a JetStream key-value bucket), so any worker a
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from nats.js import JetStreamContext
@@ -14,7 +13,7 @@ from nats.js.kv import KeyValue
 
 from tunery.runtime.consumer import ensure_consumer, ensure_key_value, ensure_stream
 from tunery_trainer import wire
-from tunery_trainer.domain import TrainTask
+from tunery_trainer.domain import ControlFlag, TrainTask
 
 JOBS_STREAM = "TUNERY_JOBS"
 JOBS_SUBJECT = "tunery.jobs.train"
@@ -33,24 +32,21 @@ def consumer_config(*, ack_wait: float, max_deliver: int) -> ConsumerConfig:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class ControlFlag:
-    action: str = "run"  # "run", "cancel" or "pause"
-    generation: int = 0
+def encode_flag(flag: ControlFlag) -> bytes:
+    return json.dumps({"action": flag.action, "generation": flag.generation}).encode()
 
-    def encode(self) -> bytes:
-        return json.dumps({"action": self.action, "generation": self.generation}).encode()
 
-    @classmethod
-    def decode(cls, data: bytes | None) -> ControlFlag:
-        if not data:
-            return cls()
-        obj: dict[str, Any] = json.loads(data)
-        return cls(str(obj.get("action", "run")), int(obj.get("generation", 0)))
+def decode_flag(data: bytes | None) -> ControlFlag:
+    if not data:
+        return ControlFlag()
+    obj: dict[str, Any] = json.loads(data)
+    action = str(obj.get("action", "run"))
+    return ControlFlag(action if action in ("cancel", "pause") else "run", int(obj.get("generation", 0)))  # type: ignore[arg-type]
 
 
 class JobQueue:
-    """The queue and the control bucket of one JetStream; `ensure()` creates what is missing (idempotent)."""
+    """The queue and the control bucket of one JetStream (the service's `domain.WorkQueue`); `ensure()` creates what
+    is missing (idempotent)."""
 
     def __init__(self, js: JetStreamContext) -> None:
         self.js = js
@@ -90,14 +86,14 @@ class JobQueue:
         await self.js.delete_msg(JOBS_STREAM, stream_seq)
 
     async def set_control(self, job_id: str, flag: ControlFlag) -> None:
-        await (await self._bucket()).put(job_id, flag.encode())
+        await (await self._bucket()).put(job_id, encode_flag(flag))
 
     async def get_control(self, job_id: str) -> ControlFlag:
         try:
             entry = await (await self._bucket()).get(job_id)
         except KeyNotFoundError:
             return ControlFlag()
-        return ControlFlag.decode(entry.value)
+        return decode_flag(entry.value)
 
     async def take_lease(self, job_id: str, holder: str) -> None:
         """Record who trains the job now; an earlier holder that sees another name stops (it lost its delivery)."""

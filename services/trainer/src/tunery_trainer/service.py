@@ -1,7 +1,8 @@
 """Trainer domain logic: validate and resolve job specs, snapshot their data, queue, control, follow events.
 
 Works on domain objects only (domain.py); the servicer (server.py) converts protobuf at the edge, the dataset
-service is a `DatasetClient`, events go to an `EventSink`, the work queue is a `JobQueue`.
+service is a `DatasetClient`, events go to an `EventSink`, queued jobs to a `WorkQueue` (all Protocols in domain.py;
+their NATS and gRPC implementations are wire.py, queue.py and datasetclient.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from tunery_trainer.domain import (
     BackendInfo,
     BaseModelInfo,
     Checkpoint,
+    ControlFlag,
     DatasetClient,
     DatasetRef,
     DatasetVersion,
@@ -36,10 +38,10 @@ from tunery_trainer.domain import (
     JobSpec,
     StateChange,
     TrainTask,
+    WorkQueue,
     now,
     state_event,
 )
-from tunery_trainer.queue import ControlFlag, JobQueue
 from tunery_trainer.settings import TrainerSettings
 from tunery_trainer.store import JobStore, new_job_id
 
@@ -64,7 +66,7 @@ class TrainerService:
         settings: TrainerSettings,
         store: JobStore,
         events: EventSink,
-        queue: JobQueue,
+        queue: WorkQueue,
         dataset: DatasetClient,
     ) -> None:
         self.settings = settings
