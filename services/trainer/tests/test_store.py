@@ -233,16 +233,16 @@ def test_list_filters_and_pages(store: JobStore) -> None:
     ]
     store.transition(made[1].id, "cancelled")
     newest_first = [j.id for j in reversed(made)]
-    jobs, token, total = store.list(2, "", base_model=base)
+    jobs, token, total = store.list_jobs(2, "", base_model=base)
     assert ([j.id for j in jobs], total) == (newest_first[:2], 5) and token
-    jobs, token, _ = store.list(2, token, base_model=base)
+    jobs, token, _ = store.list_jobs(2, token, base_model=base)
     assert [j.id for j in jobs] == newest_first[2:4] and token
-    jobs, token, _ = store.list(2, token, base_model=base)
+    jobs, token, _ = store.list_jobs(2, token, base_model=base)
     assert [j.id for j in jobs] == newest_first[4:] and token == ""
-    jobs, _, total = store.list(10, "", state="cancelled", base_model=base)
+    jobs, _, total = store.list_jobs(10, "", state="cancelled", base_model=base)
     assert [j.id for j in jobs] == [made[1].id] and total == 1
-    jobs, _, total = store.list(10, "", base_model=base, dataset_ids=["ds_0"])
+    jobs, _, total = store.list_jobs(10, "", base_model=base, dataset_ids=["ds_0"])
     assert {j.id for j in jobs} == {made[0].id, made[2].id, made[4].id} and total == 3
-    assert store.list(10, "", base_model=base, dataset_ids=[])[2] == 0
+    assert store.list_jobs(10, "", base_model=base, dataset_ids=[])[2] == 0
     with pytest.raises(InvalidArgument):
-        store.list(2, "not-a-token")
+        store.list_jobs(2, "not-a-token")

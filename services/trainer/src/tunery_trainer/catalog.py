@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from tunery.models import BASE_MODELS, DEFAULT_MODEL, resolve
 from tunery_trainer.backends.registry import BACKENDS, config_schema, get_backend, provided_by
 from tunery_trainer.domain import BackendInfo, BaseModelInfo, ConfigField
@@ -20,6 +22,6 @@ def base_models() -> list[BaseModelInfo]:
     out = []
     for name in BASE_MODELS.names():
         spec = resolve(name)
-        source = "gguf" if spec.gguf else "folder" if spec.folder else "hub"
+        source: Literal["gguf", "folder", "hub"] = "gguf" if spec.gguf else "folder" if spec.folder else "hub"
         out.append(BaseModelInfo(spec.name, spec.description, spec.context_length, source, name == DEFAULT_MODEL))
     return out

@@ -190,7 +190,7 @@ def backend(b: BackendInfo) -> pb.Backend:
     return pb.Backend(
         name=b.name,
         description=b.description,
-        methods=[_METHODS[m] for m in b.methods if m in _METHODS],
+        methods=[cast(Any, _METHODS[m]) for m in b.methods if m in _METHODS],
         config=[pb.ConfigField(name=f.name, type=f.type, default_json=f.default_json, help=f.help) for f in b.config],
         provided_by=b.provided_by,
     )

@@ -35,7 +35,7 @@ _KINDS: dict[str, type] = {
     "validation": Validation,
 }
 _KIND_OF = {cls: name for name, cls in _KINDS.items()}
-_DATA = {name: TypeAdapter(cls) for name, cls in _KINDS.items()}
+_DATA: dict[str, TypeAdapter[Any]] = {name: TypeAdapter(cls) for name, cls in _KINDS.items()}
 _EVENT_FIELDS = ("job_id", "message", "level", "time", "sequence")
 _LEGACY_METHODS = {"METHOD_UNSPECIFIED": "sft", "METHOD_SFT": "sft", "METHOD_DPO": "dpo"}
 _CAMEL = re.compile(r"([A-Z])")

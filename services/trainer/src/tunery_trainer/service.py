@@ -283,7 +283,7 @@ class TrainerService:
         dataset_ids = None
         if dataset:
             dataset_ids = [(await self._dataset(self.dataset.get_dataset(dataset), "dataset")).id]
-        return await self._run(self.store.list, page_size, page_token, state, base_model, dataset_ids)
+        return await self._run(self.store.list_jobs, page_size, page_token, state, base_model, dataset_ids)
 
     async def list_checkpoints(self, job_id: str) -> list[Checkpoint]:
         return await self._run(self.store.checkpoints, job_id)

@@ -39,9 +39,13 @@ def new_job_id() -> str:
     return f"ftjob-{uuid.uuid4().hex[:20]}"
 
 
-def _aware(dt: datetime | None) -> datetime | None:
+def _utc(dt: datetime) -> datetime:
     """SQLite gives naive datetimes back; they were written in UTC."""
-    return dt.replace(tzinfo=UTC) if dt is not None and dt.tzinfo is None else dt
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
+
+
+def _opt_utc(dt: datetime | None) -> datetime | None:
+    return None if dt is None else _utc(dt)
 
 
 def _job(row: Row[Any]) -> Job:
@@ -50,9 +54,9 @@ def _job(row: Row[Any]) -> Job:
         **{name: r[name] for name in _PLAIN},
         spec=records.spec_from_json(r["spec_json"]),
         hyperparameters=records.resolved_from_json(r["resolved_json"]),
-        created_at=_aware(r["created_at"]),  # type: ignore[arg-type]
-        started_at=_aware(r["started_at"]),
-        ended_at=_aware(r["ended_at"]),
+        created_at=_utc(r["created_at"]),
+        started_at=_opt_utc(r["started_at"]),
+        ended_at=_opt_utc(r["ended_at"]),
         error=JobError(r["error_code"], r["error_message"], r["error_param"]) if r["error_code"] else None,
         metrics=Metrics(**{name: r[name] for name in _METRICS}),
     )
@@ -113,7 +117,7 @@ class JobStore:
             raise NotFound(f"job {job_id!r} not found", code="job_not_found", field="job_id")
         return _job(row)
 
-    def list(
+    def list_jobs(
         self,
         page_size: int,
         page_token: str,
@@ -217,4 +221,4 @@ class JobStore:
         self.get(job_id)
         with self.engine.connect() as conn:
             rows = conn.execute(select(CK).where(CK.c.job_id == job_id).order_by(CK.c.step)).all()
-        return [Checkpoint(r.step, r.epoch, r.path, _aware(r.created_at)) for r in rows]  # type: ignore[arg-type]
+        return [Checkpoint(r.step, r.epoch, r.path, _utc(r.created_at)) for r in rows]
