@@ -6,29 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 
 import nats
-import pytest
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
 from tunery.runtime.consumer import Nak, Outcome, PullConsumer, ensure_consumer, ensure_stream
-from tunery.testing import LoopThread, nats_server
-
-
-@pytest.fixture(scope="module")
-def loop() -> Iterator[LoopThread]:
-    lt = LoopThread()
-    yield lt
-    lt.close()
-
-
-@pytest.fixture(scope="module")
-def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with nats_server(tmp_path_factory.mktemp("nats")) as server:
-        yield server.url
+from tunery.testing import LoopThread
 
 
 async def fresh_stream(js: JetStreamContext) -> tuple[str, str]:

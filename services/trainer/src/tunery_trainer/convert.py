@@ -155,22 +155,20 @@ def _error(e: JobError) -> pb.JobError:
     return pb.JobError(code=e.code, message=e.message, param=e.param)
 
 
+# Fields of the same name and type on both sides.
+_JOB_FIELDS = ("id", "fine_tuned_model", "step", "total_steps", "epoch", "trained_tokens", "adapter_path", "attempts",
+               "worker", "eta_seconds")  # fmt: skip
+_TASK_FIELDS = ("generation", "base_model", "train_file", "validation_file", "train_examples", "validation_examples",
+                "max_seq_length")  # fmt: skip
+
+
 def job(j: Job) -> pb.Job:
     out = pb.Job(
-        id=j.id,
+        **{name: getattr(j, name) for name in _JOB_FIELDS},
         spec=spec_to_pb(j.spec),
         state=state_to_pb(j.state),
-        fine_tuned_model=j.fine_tuned_model,
         resolved_hyperparameters=resolved_to_pb(j.hyperparameters),
-        step=j.step,
-        total_steps=j.total_steps,
-        epoch=j.epoch,
-        trained_tokens=j.trained_tokens,
         metrics=_metrics(j.metrics),
-        adapter_path=j.adapter_path,
-        attempts=j.attempts,
-        worker=j.worker,
-        eta_seconds=j.eta_seconds,
         create_time=ts(j.created_at),
     )
     if j.started_at is not None:
@@ -268,21 +266,13 @@ def event_from_pb(e: pb.JobEvent) -> JobEvent:
 
 # ---- the work queue --------------------------------------------------------------------------------------------------
 def task_to_pb(t: TrainTask) -> pb.TrainTask:
-    return pb.TrainTask(
-        job=pb.Job(
-            id=t.job_id,
-            spec=spec_to_pb(t.spec),
-            fine_tuned_model=t.fine_tuned_model,
-            resolved_hyperparameters=resolved_to_pb(t.hyperparameters),
-        ),
-        generation=t.generation,
-        base_model=t.base_model,
-        train_file=t.train_file,
-        validation_file=t.validation_file,
-        train_examples=t.train_examples,
-        validation_examples=t.validation_examples,
-        max_seq_length=t.max_seq_length,
+    job = pb.Job(
+        id=t.job_id,
+        spec=spec_to_pb(t.spec),
+        fine_tuned_model=t.fine_tuned_model,
+        resolved_hyperparameters=resolved_to_pb(t.hyperparameters),
     )
+    return pb.TrainTask(job=job, **{name: getattr(t, name) for name in _TASK_FIELDS})
 
 
 def task_from_pb(t: pb.TrainTask) -> TrainTask:
@@ -290,12 +280,6 @@ def task_from_pb(t: pb.TrainTask) -> TrainTask:
         job_id=t.job.id,
         spec=spec_from_pb(t.job.spec),
         hyperparameters=resolved_from_pb(t.job.resolved_hyperparameters),
-        generation=t.generation,
         fine_tuned_model=t.job.fine_tuned_model,
-        base_model=t.base_model,
-        train_file=t.train_file,
-        validation_file=t.validation_file,
-        train_examples=t.train_examples,
-        validation_examples=t.validation_examples,
-        max_seq_length=t.max_seq_length,
+        **{name: getattr(t, name) for name in _TASK_FIELDS},
     )
