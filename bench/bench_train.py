@@ -206,10 +206,9 @@ def run_tunery(
 
 
 def child(a: argparse.Namespace) -> None:
-    from tunery.models import resolve
-    from tunery_trainer.modelprep import prepare_base_model
+    from tunery.models import base_model_folder, resolve
 
-    model_dir = prepare_base_model(resolve("smollm2-135m-instruct"), Path(a.data_dir))
+    model_dir = base_model_folder(resolve("smollm2-135m-instruct"), Path(a.data_dir))
     train = make_data(a.train, seed=1)
     valid = make_data(a.valid, seed=2)
     out = Path(tempfile.mkdtemp(prefix=f"bench-{a.child}-"))
@@ -240,10 +239,9 @@ def main() -> int:
     import torch
     from transformers import AutoConfig
 
-    from tunery.models import resolve
-    from tunery_trainer.modelprep import prepare_base_model
+    from tunery.models import base_model_folder, resolve
 
-    model_dir = prepare_base_model(resolve("smollm2-135m-instruct"), Path(a.data_dir))
+    model_dir = base_model_folder(resolve("smollm2-135m-instruct"), Path(a.data_dir))
     cfg = AutoConfig.from_pretrained(model_dir)
     from transformers import AutoModelForCausalLM
 

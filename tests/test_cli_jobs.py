@@ -83,7 +83,7 @@ def _env(data_dir: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    from tunery_trainer.modelprep import build_tiny_llama
+    from tunery.testing import build_tiny_llama
 
     data_dir = tmp_path_factory.mktemp("tunery-jobs")
     s = Stack(data_dir, _env(data_dir), free_port())

@@ -31,22 +31,9 @@ from tunery.runtime import client, events, grpcerrors
 from tunery.runtime.artifacts import LocalArtifactStore
 from tunery.runtime.natsd import free_port, wait_port
 from tunery.runtime.server import GrpcServer, Registration
-from tunery.testing import LoopThread, nats_server
+from tunery.testing import LoopThread
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def loop() -> Iterator[LoopThread]:
-    lt = LoopThread()
-    yield lt
-    lt.close()
-
-
-@pytest.fixture(scope="module")
-def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with nats_server(tmp_path_factory.mktemp("nats")) as server:
-        yield server.url
 
 
 # ---- a tiny service with raw-bytes methods, to drive the interceptor ------------------------------------------------

@@ -89,6 +89,37 @@ def resolve(name: str, *, field: str = "base_model") -> BaseModelSpec:
     )
 
 
+def model_label(spec: BaseModelSpec) -> str:
+    """The public name of a base model: the catalog name, a local folder's own name, a hub id with '/' as '--'.
+
+    The gateway serves a base under this name and the trainer names fine-tuned models after it
+    (`ft:<label>:<suffix>:<job id>`), so the two agree on what a model is called.
+    """
+    if spec.folder is not None:
+        return spec.folder.name
+    return spec.name.replace("/", "--")
+
+
+# Files of a hub model that loading needs; everything else (pickled weights, GGUF, ONNX) is skipped.
+_HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.tiktoken"]
+
+
+def base_model_folder(spec: BaseModelSpec, data_dir: Path) -> Path:
+    """A plain transformers folder (config.json, safetensors weights, tokenizer with its chat template) of `spec`.
+
+    What trainer workers and the gateway load: a local folder as it is, a hub model's snapshot (downloaded once into
+    the hub cache, safetensors only), or the packaged GGUF dequantized once (`converted_weights`). Loading a plain
+    folder is what every backend and engine does fastest and simplest.
+    """
+    if spec.folder is not None:
+        return spec.folder
+    if spec.hub_id:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(spec.hub_id, allow_patterns=_HUB_PATTERNS))
+    return converted_weights(spec, data_dir)
+
+
 def _gguf_fields(path: Path) -> dict[str, Any]:
     import gguf
 

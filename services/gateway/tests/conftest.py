@@ -82,7 +82,7 @@ class GW:
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Shared:
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
-    from tunery_trainer.modelprep import build_tiny_llama
+    from tunery.testing import build_tiny_llama
 
     tmp = tmp_path_factory.mktemp("gateway")
     tiny = build_tiny_llama(tmp / "tiny-llama", data_dir=tmp)

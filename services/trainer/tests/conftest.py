@@ -15,7 +15,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tunery_trainer.modelprep import build_tiny_llama
+    from tunery.testing import build_tiny_llama
 
     root = tmp_path_factory.mktemp("tiny")
     return build_tiny_llama(root / "model", seed=0, data_dir=root / "data")

@@ -12,9 +12,9 @@ from google.protobuf import any_pb2, timestamp_pb2
 from google.protobuf.message import Message
 from nats.aio.client import Client as NATS
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError, NotFoundError
 
 from tunery.common.v1 import common_pb2
+from tunery.runtime import consumer
 
 log = logging.getLogger("tunery.events")
 
@@ -33,29 +33,41 @@ def subject_for(event_type: str, resource_id: str) -> str:
 
 
 async def connect(url: str, *, name: str) -> NATS:
-    """Connect and keep reconnecting forever: a service outlives a NATS restart."""
-    return await nats.connect(
-        url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=5, allow_reconnect=True
+    """Connect and keep reconnecting forever: a service outlives a NATS restart (and says so in its log)."""
+    nc = NATS()
+
+    async def lost() -> None:
+        if not nc.is_closed:  # also called on a deliberate close
+            log.warning("%s lost the connection to NATS at %s; reconnecting", name, url)
+
+    async def back() -> None:
+        log.info("%s reconnected to NATS at %s", name, url)
+
+    await nc.connect(
+        url,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=5,
+        allow_reconnect=True,
+        disconnected_cb=lost,
+        reconnected_cb=back,
     )
+    return nc
 
 
 async def ensure_stream(nc: NATS) -> None:
-    js = nc.jetstream()
-    config = StreamConfig(
-        name=STREAM,
-        subjects=[f"{SUBJECT_PREFIX}.>"],
-        retention=RetentionPolicy.LIMITS,
-        storage=StorageType.FILE,
-        max_age=30 * 24 * 3600,
-        duplicate_window=120,
+    await consumer.ensure_stream(
+        nc.jetstream(),
+        StreamConfig(
+            name=STREAM,
+            subjects=[f"{SUBJECT_PREFIX}.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=30 * 24 * 3600,
+            duplicate_window=120,
+        ),
     )
-    try:
-        await js.stream_info(STREAM)
-    except NotFoundError:
-        try:
-            await js.add_stream(config)
-        except BadRequestError:  # created concurrently by another service
-            await js.stream_info(STREAM)
 
 
 class EventPublisher:

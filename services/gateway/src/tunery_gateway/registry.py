@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tunery.errors import FailedPrecondition, InvalidArgument, NotFound
-from tunery_gateway.engines.base import AdapterRef, InferenceEngine, ServedBase, read_adapter_folder, read_metadata
+from tunery_gateway.engines.base import AdapterRef, InferenceEngine, ServedBase, check_trained_on, inspect_adapter
 from tunery_gateway.store import AdapterRecord, AdapterStore
 
 log = logging.getLogger("tunery.gateway.registry")
@@ -77,14 +77,22 @@ class ModelRegistry:
 
     async def register(self, model_id: str, adapter_path: Path, *, base_model: str = "", job_id: str = "",
                        source: str = "api") -> AdapterRecord:
-        """Check the folder against its base (metadata and tensor shapes), then store it; idempotent."""
-        check_model_name(model_id)
-        if model_id in self.bases:
-            raise InvalidArgument(f"{model_id!r} is a base model", code="invalid_model", field="id")
+        """Check the adapter, once, and store it; idempotent. Later loads trust the record (no second check).
+
+        The check: the folder is a LoRA adapter, its metadata does not name another base, and the engine's own check
+        (tensor shapes for transformers). `model_id`, `base_model` and `job_id` default to what the folder's
+        tunery_metadata.json says (job events of trainers older than the event's model fields)."""
+        if model_id:
+            self._check_id(model_id)
+        info = await asyncio.to_thread(inspect_adapter, AdapterRef(model_id, adapter_path))
+        if not model_id:
+            if not info.fine_tuned_model:
+                raise FailedPrecondition(f"{adapter_path}/tunery_metadata.json names no fine_tuned_model; give id",
+                                         code="invalid_adapter", field="id")
+            model_id = self._check_id(info.fine_tuned_model)
         ref = AdapterRef(model_id, adapter_path)
-        meta = read_metadata(ref)
-        base_name = base_model or str(meta.get("base_model", ""))
-        job_id = job_id or str(meta.get("job_id", ""))
+        base_name = base_model or info.base_model
+        job_id = job_id or info.job_id
         if not base_name:
             raise FailedPrecondition(f"{adapter_path}/tunery_metadata.json names no base_model; give base_model",
                                      code="invalid_adapter", field="base_model")
@@ -92,7 +100,7 @@ class ModelRegistry:
         if base is None:
             raise FailedPrecondition(f"{model_id}: base model {base_name!r} is not served here; served: "
                                      f"{', '.join(self.bases)}", code="adapter_base_mismatch", field="base_model")
-        read_adapter_folder(ref, base)
+        check_trained_on(ref, info.base_model, base)
         await self.engine.check_adapter(base, ref)
         rec = AdapterRecord(model_id, base.spec_name, str(adapter_path), job_id, source,
                             self.adapters[model_id].created_at if model_id in self.adapters else _now())
@@ -100,6 +108,12 @@ class ModelRegistry:
         self.adapters[model_id] = rec
         log.info("serving %s (adapter %s on %s)", model_id, adapter_path, base.id)
         return rec
+
+    def _check_id(self, model_id: str) -> str:
+        check_model_name(model_id)
+        if model_id in self.bases:
+            raise InvalidArgument(f"{model_id!r} is a base model", code="invalid_model", field="id")
+        return model_id
 
     async def unregister(self, model_id: str) -> None:
         if not await asyncio.to_thread(self.store.delete, model_id):

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import grpc
 from nats.aio.client import Client as NATS
 
-from tunery.dataset.v1 import dataset_pb2_grpc
 from tunery.runtime import events
 from tunery.runtime.client import aio_channel
 from tunery.runtime.server import GrpcServer, Registration
@@ -16,9 +15,11 @@ from tunery.runtime.store import init_schema, make_engine
 from tunery.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 from tunery_trainer import (
     models,  # noqa: F401 - registers the tables
-    queue,
+    wire,
 )
+from tunery_trainer.datasetclient import GrpcDatasetClient
 from tunery_trainer.ingest import Ingest
+from tunery_trainer.queue import JobQueue
 from tunery_trainer.server import TrainerServicer
 from tunery_trainer.service import TrainerService
 from tunery_trainer.settings import TrainerSettings
@@ -60,17 +61,17 @@ async def start(settings: TrainerSettings) -> TrainerApp:
     init_schema(engine)
     nc = await events.connect(settings.nats_url, name="tunery-trainer")
     await events.ensure_stream(nc)
-    js = nc.jetstream()
-    await queue.ensure_queue(js, ack_wait=settings.ack_wait_seconds, max_deliver=settings.max_deliver)
+    jobs = JobQueue(nc.jetstream())
+    await jobs.ensure(ack_wait=settings.ack_wait_seconds, max_deliver=settings.max_deliver)
     channel = aio_channel(settings.dataset_addr)
     service = TrainerService(
         settings,
-        JobStore(engine),
-        events.EventPublisher(nc, source="trainer"),
-        js,
-        dataset_pb2_grpc.DatasetServiceStub(channel),
+        JobStore(engine, legacy_event=wire.decode_stored_event),
+        wire.EventPublisher(nc, source="trainer"),
+        jobs,
+        GrpcDatasetClient(channel, settings.dataset_addr),
     )
-    ingest = Ingest(service, nc)
+    ingest = Ingest(service, nc, jobs)
     await ingest.start()
     server = GrpcServer(
         [Registration(TrainerServicer(service), trainer_pb2_grpc.add_TrainerServiceServicer_to_server, SERVICE_NAME)],

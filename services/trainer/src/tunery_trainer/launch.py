@@ -238,7 +238,7 @@ def rank_main(launch_dir: Path) -> int:
     import torch
     import torch.distributed as dist
 
-    from tunery.trainer.v1 import trainer_pb2 as pb
+    from tunery_trainer import wire
     from tunery_trainer.settings import TrainerSettings
     from tunery_trainer.worker import build_context
 
@@ -257,8 +257,7 @@ def rank_main(launch_dir: Path) -> int:
     dist.init_process_group("nccl" if use_cuda else "gloo")
     reporter = RankReporter(launch_dir, rank, device)
     try:
-        task = pb.TrainTask()
-        task.ParseFromString((launch_dir / TASK).read_bytes())
+        task = wire.decode_task((launch_dir / TASK).read_bytes())
         backend, config, ctx = build_context(task, TrainerSettings(), reporter)
         result = backend.train(ctx, config)
         dist.barrier()

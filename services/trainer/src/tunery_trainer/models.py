@@ -1,16 +1,14 @@
-"""Tables of the trainer service. The job's spec and resolved hyperparameters are stored as protobuf JSON: the proto
-is the contract, and a column per field would only duplicate it."""
+"""Tables of the trainer service. The job's spec and resolved hyperparameters are stored as JSON of the domain
+dataclasses (records.py; keys as in the proto): a column per field would only duplicate them."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import Column, Index, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-
-def now() -> datetime:
-    return datetime.now(UTC)
+from tunery_trainer.domain import now
 
 
 class JobRow(SQLModel, table=True):
@@ -58,7 +56,7 @@ class JobEventRow(SQLModel, table=True):
     job_id: str = Field(max_length=40)
     sequence: int
     event_id: str = Field(unique=True, max_length=300)
-    # A serialized tunery.trainer.v1.JobEvent (sequence included).
+    # The event as JSON (records.py), sequence included; rows from before that: a serialized trainer.v1.JobEvent.
     data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 

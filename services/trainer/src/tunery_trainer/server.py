@@ -1,4 +1,4 @@
-"""gRPC transport of the trainer service: converts messages and delegates to `TrainerService`."""
+"""gRPC transport of the trainer service: converts messages (convert.py) and delegates to `TrainerService`."""
 
 from __future__ import annotations
 
@@ -7,16 +7,13 @@ from collections.abc import AsyncIterator
 import grpc
 
 from tunery.common.v1 import common_pb2
-from tunery.dataset.v1 import dataset_pb2
 from tunery.errors import InvalidArgument
 from tunery.trainer.v1 import trainer_pb2 as pb
 from tunery.trainer.v1 import trainer_pb2_grpc
-from tunery_trainer import convert, states
-from tunery_trainer.backends.registry import BACKENDS, config_schema, get_backend, provided_by
-from tunery_trainer.service import TrainerService, base_models
+from tunery_trainer import convert
+from tunery_trainer.service import TrainerService
 
 Ctx = grpc.aio.ServicerContext
-_METHODS = {"sft": pb.METHOD_SFT, "dpo": pb.METHOD_DPO}
 
 
 class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
@@ -26,26 +23,19 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
     async def CreateJob(self, request: pb.CreateJobRequest, context: Ctx) -> pb.CreateJobResponse:
         if not request.HasField("spec"):
             raise InvalidArgument("field 'spec' is required", code="missing_field", field="spec")
-        job, existing = await self.svc.create_job(request.spec)
+        job, existing = await self.svc.create_job(convert.spec_from_pb(request.spec))
         return pb.CreateJobResponse(job=convert.job(job), existing=existing)
 
     async def GetJob(self, request: pb.GetJobRequest, context: Ctx) -> pb.GetJobResponse:
-        return pb.GetJobResponse(job=convert.job(await self.svc._run(self.svc.store.get, request.job_id)))
+        return pb.GetJobResponse(job=convert.job(await self.svc.get_job(request.job_id)))
 
     async def ListJobs(self, request: pb.ListJobsRequest, context: Ctx) -> pb.ListJobsResponse:
-        dataset_ids = None
-        if request.dataset:
-            resp = await self.svc._dataset_call(
-                self.svc.dataset.GetDataset, dataset_pb2.GetDatasetRequest(dataset=request.dataset), "dataset"
-            )
-            dataset_ids = [resp.dataset.id]
-        jobs, token, total = await self.svc._run(
-            self.svc.store.list,
+        jobs, token, total = await self.svc.list_jobs(
             request.page.page_size,
             request.page.page_token,
-            states.from_proto(request.state),
-            request.base_model,
-            dataset_ids,
+            state=convert.state_from_pb(request.state),
+            base_model=request.base_model,
+            dataset=request.dataset,
         )
         return pb.ListJobsResponse(
             jobs=[convert.job(j) for j in jobs], page=common_pb2.PageResponse(next_page_token=token, total_size=total)
@@ -64,34 +54,14 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServiceServicer):
         self, request: pb.StreamJobEventsRequest, context: Ctx
     ) -> AsyncIterator[pb.StreamJobEventsResponse]:
         async for ev in self.svc.stream_events(request.job_id, request.after_sequence, not request.no_follow):
-            yield pb.StreamJobEventsResponse(event=ev)
+            yield pb.StreamJobEventsResponse(event=convert.event_to_pb(ev))
 
     async def ListCheckpoints(self, request: pb.ListCheckpointsRequest, context: Ctx) -> pb.ListCheckpointsResponse:
-        rows = await self.svc._run(self.svc.store.checkpoints, request.job_id)
-        out = []
-        for r in rows:
-            ck = pb.Checkpoint(step=r["step"], epoch=r["epoch"], path=r["path"])
-            ck.create_time.CopyFrom(convert.ts(r["created_at"]))
-            out.append(ck)
-        return pb.ListCheckpointsResponse(checkpoints=out)
+        checkpoints = await self.svc.list_checkpoints(request.job_id)
+        return pb.ListCheckpointsResponse(checkpoints=[convert.checkpoint(c) for c in checkpoints])
 
     async def ListBackends(self, request: pb.ListBackendsRequest, context: Ctx) -> pb.ListBackendsResponse:
-        out = []
-        for name in BACKENDS.names():
-            b = get_backend(name)
-            out.append(
-                pb.Backend(
-                    name=name,
-                    description=b.description,
-                    methods=[_METHODS[m] for m in b.methods if m in _METHODS],
-                    config=[
-                        pb.ConfigField(name=f.name, type=f.type, default_json=f.default_json, help=f.help)
-                        for f in config_schema(b.config_class)
-                    ],
-                    provided_by=provided_by(name),
-                )
-            )
-        return pb.ListBackendsResponse(backends=out)
+        return pb.ListBackendsResponse(backends=[convert.backend(b) for b in self.svc.backends()])
 
     async def ListBaseModels(self, request: pb.ListBaseModelsRequest, context: Ctx) -> pb.ListBaseModelsResponse:
-        return pb.ListBaseModelsResponse(models=base_models())
+        return pb.ListBaseModelsResponse(models=[convert.base_model(m) for m in self.svc.base_models()])

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
-from tunery.common.v1 import common_pb2
+from typing import Literal, get_args
 
 State = Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled", "paused"]
+STATES: tuple[State, ...] = get_args(State)
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
 LEGAL: dict[str, frozenset[str]] = {
@@ -20,25 +19,6 @@ LEGAL: dict[str, frozenset[str]] = {
     "cancelled": frozenset(),
 }
 
-_TO_PROTO = {
-    "validating_files": common_pb2.JOB_STATE_VALIDATING_FILES,
-    "queued": common_pb2.JOB_STATE_QUEUED,
-    "running": common_pb2.JOB_STATE_RUNNING,
-    "succeeded": common_pb2.JOB_STATE_SUCCEEDED,
-    "failed": common_pb2.JOB_STATE_FAILED,
-    "cancelled": common_pb2.JOB_STATE_CANCELLED,
-    "paused": common_pb2.JOB_STATE_PAUSED,
-}
-_FROM_PROTO = {v: k for k, v in _TO_PROTO.items()}
-
 
 def legal(current: str, new: str) -> bool:
     return new in LEGAL.get(current, frozenset())
-
-
-def to_proto(state: str) -> int:
-    return _TO_PROTO.get(state, common_pb2.JOB_STATE_UNSPECIFIED)
-
-
-def from_proto(value: int) -> str:
-    return _FROM_PROTO.get(value, "")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import logging
 import os
@@ -20,15 +21,15 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import json_format
+import orjson
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from tunery.models import resolve
+from tunery.models import base_model_folder, resolve
 from tunery.runtime import events
 from tunery.runtime.artifacts import LocalArtifactStore
-from tunery.trainer.v1 import trainer_pb2 as pb
-from tunery_trainer import queue
+from tunery.runtime.consumer import LEAVE, Nak, Outcome, PullConsumer
+from tunery_trainer import queue, wire
 from tunery_trainer.backends.base import (
     CheckpointInfo,
     Control,
@@ -41,7 +42,17 @@ from tunery_trainer.backends.base import (
     ValidationMetrics,
 )
 from tunery_trainer.backends.registry import get_backend, parse_config
-from tunery_trainer.service import job_event, read_jsonl, state_event
+from tunery_trainer.domain import (
+    Checkpoint,
+    JobError,
+    JobEvent,
+    Metrics,
+    StepLog,
+    TrainTask,
+    Validation,
+    job_event,
+    state_event,
+)
 from tunery_trainer.settings import TrainerSettings
 
 log = logging.getLogger("tunery.trainer.worker")
@@ -57,13 +68,16 @@ def latest_checkpoint(job_dir: Path) -> Path | None:
     return None
 
 
-def train_spec(task: pb.TrainTask) -> TrainSpec:
-    spec = task.job.spec
-    h = task.job.resolved_hyperparameters
-    lora = spec.lora
-    rank = lora.rank if lora.HasField("rank") else 16
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with path.open("rb") as fh:
+        return [orjson.loads(line) for line in fh if line.strip()]
+
+
+def train_spec(task: TrainTask) -> TrainSpec:
+    spec, h, lora = task.spec, task.hyperparameters, task.spec.lora
+    rank = lora.rank if lora.rank is not None else 16
     return TrainSpec(
-        method="dpo" if spec.method == pb.METHOD_DPO else "sft",
+        method=spec.method,
         n_epochs=h.n_epochs,
         batch_size=h.batch_size,
         learning_rate=h.learning_rate,
@@ -72,8 +86,8 @@ def train_spec(task: pb.TrainTask) -> TrainSpec:
         seed=spec.seed,
         lora=LoraSpec(
             rank=rank,
-            alpha=lora.alpha if lora.HasField("alpha") else 2 * rank,
-            dropout=lora.dropout if lora.HasField("dropout") else 0.05,
+            alpha=lora.alpha if lora.alpha is not None else 2 * rank,
+            dropout=lora.dropout if lora.dropout is not None else 0.05,
             target_modules=tuple(lora.target_modules) or LoraSpec().target_modules,
         ),
         warmup_ratio=h.warmup_ratio,
@@ -83,22 +97,18 @@ def train_spec(task: pb.TrainTask) -> TrainSpec:
     )
 
 
-def build_context(
-    task: pb.TrainTask, settings: TrainerSettings, reporter: Reporter
-) -> tuple[Any, Any, TrainingContext]:
+def build_context(task: TrainTask, settings: TrainerSettings, reporter: Reporter) -> tuple[Any, Any, TrainingContext]:
     """(backend, its parsed config, the training context) of a queued task: the same on every rank of a job."""
-    from tunery_trainer.modelprep import prepare_base_model
-
-    job = task.job
     artifacts = LocalArtifactStore(settings.artifact_root)
-    backend = get_backend(job.spec.backend)
-    config = parse_config(backend, json_format.MessageToDict(job.spec.backend_config))
-    model_dir = prepare_base_model(resolve(task.base_model), settings.data_dir)
+    spec = task.spec
+    backend = get_backend(spec.backend)
+    config = parse_config(backend, spec.backend_config)
+    model_dir = base_model_folder(resolve(task.base_model), settings.data_dir)
     train = read_jsonl(artifacts.path(task.train_file))
     valid = read_jsonl(artifacts.path(task.validation_file)) if task.validation_file else []
-    job_dir = artifacts.path(f"jobs/{job.id}")
+    job_dir = artifacts.path(f"jobs/{task.job_id}")
     ctx = TrainingContext(
-        job_id=job.id,
+        job_id=task.job_id,
         model_dir=model_dir,
         train_examples=train,
         validation_examples=valid,
@@ -107,11 +117,11 @@ def build_context(
         reporter=reporter,
         resume_from=latest_checkpoint(job_dir),
         metadata={
-            "job_id": job.id,
-            "fine_tuned_model": job.fine_tuned_model,
+            "job_id": task.job_id,
+            "fine_tuned_model": task.fine_tuned_model,
             "base_model": task.base_model,
-            "training_data": json_format.MessageToDict(job.spec.training_data),
-            "validation_data": json_format.MessageToDict(job.spec.validation_data),
+            "training_data": dataclasses.asdict(spec.training_data),
+            "validation_data": dataclasses.asdict(spec.validation_data) if spec.validation_data else {},
             "backend": backend.name,
         },
     )
@@ -132,7 +142,7 @@ class JobReporter:
         self.abandoned = False
         self.total_steps = 0
 
-    def _send(self, ev: pb.JobEvent, kind: str, key: str) -> None:
+    def _send(self, ev: JobEvent, kind: str, key: str) -> None:
         if self.abandoned:
             return
         event_id = f"job.{self.job_id}.a{self.attempt}.{kind}.{key}"
@@ -147,7 +157,7 @@ class JobReporter:
         self._send(job_event(self.job_id, f"{what} of {total_steps} steps"), "start", str(start_step))
 
     def on_step(self, m: StepMetrics) -> None:
-        step = pb.StepLog(
+        step = StepLog(
             step=m.step,
             total_steps=m.total_steps,
             epoch=m.epoch,
@@ -160,19 +170,18 @@ class JobReporter:
         msg = (
             f"step {m.step}/{m.total_steps} loss {m.loss:.4f} lr {m.learning_rate:.2e} {m.tokens_per_second:.0f} tok/s"
         )
-        self._send(job_event(self.job_id, msg, step=step), "step", str(m.step))
+        self._send(job_event(self.job_id, msg, data=step), "step", str(m.step))
 
     def on_checkpoint(self, c: CheckpointInfo) -> None:
         (c.path / COMPLETE_MARK).write_text(f"{c.step}\n")
         rel = c.path.resolve().relative_to(self.artifacts.root)
-        ck = pb.Checkpoint(step=c.step, epoch=c.epoch, path=str(rel))
-        ck.create_time.GetCurrentTime()
-        self._send(job_event(self.job_id, f"checkpoint at step {c.step}", checkpoint=ck), "checkpoint", str(c.step))
+        ck = Checkpoint(step=c.step, epoch=c.epoch, path=str(rel))
+        self._send(job_event(self.job_id, f"checkpoint at step {c.step}", data=ck), "checkpoint", str(c.step))
 
     def on_validation(self, v: ValidationMetrics) -> None:
-        val = pb.Validation(step=v.step, valid_loss=v.loss, valid_token_accuracy=v.token_accuracy)
+        val = Validation(step=v.step, valid_loss=v.loss, valid_token_accuracy=v.token_accuracy)
         msg = f"validation at step {v.step}: loss {v.loss:.4f}, token accuracy {v.token_accuracy:.3f}"
-        self._send(job_event(self.job_id, msg, validation=val), "validation", str(v.step))
+        self._send(job_event(self.job_id, msg, data=val), "validation", str(v.step))
 
     def control(self) -> Control:
         if self.worker.stopping.is_set():
@@ -187,116 +196,116 @@ class Worker:
         self.name = settings.worker_name or f"{socket.gethostname()}-{os.getpid()}"
         self.artifacts = LocalArtifactStore(settings.artifact_root)
         self.stopping = threading.Event()
-        self.outbox: asyncio.Queue[tuple[pb.JobEvent, str]] = asyncio.Queue()
+        self.outbox: asyncio.Queue[tuple[JobEvent, str]] = asyncio.Queue()
         self.loop = asyncio.get_event_loop()
         self.nc: NATS | None = None
         self.current: str = ""
+        self.reporter: JobReporter | None = None  # of the job being trained
+        self.consumer: PullConsumer | None = None
 
-    async def _publisher(self, pub: events.EventPublisher) -> None:
+    async def _publisher(self, pub: wire.EventPublisher) -> None:
         """One publisher keeps events of a job in the order the trainer produced them."""
         while True:
             ev, event_id = await self.outbox.get()
             try:
-                await pub.publish("job.event", ev.job_id, ev, event_id=event_id, attempts=20)
+                await pub.publish(ev, event_id, attempts=20)
             except Exception:
                 log.exception("event %s lost", event_id)
             finally:
                 self.outbox.task_done()
 
+    def _stop(self) -> None:
+        self.stopping.set()  # the training thread sees it in control() and hands the job back
+        if self.consumer is not None:
+            self.consumer.request_stop()
+
     async def run(self) -> None:
         self.loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):
-                self.loop.add_signal_handler(sig, self.stopping.set)
+                self.loop.add_signal_handler(sig, self._stop)
         self.nc = await events.connect(self.settings.nats_url, name=f"tunery-trainer-worker-{self.name}")
         js = self.nc.jetstream()
         await events.ensure_stream(self.nc)
-        await queue.ensure_queue(js, ack_wait=self.settings.ack_wait_seconds, max_deliver=self.settings.max_deliver)
-        self.pub = events.EventPublisher(self.nc, source=f"trainer-worker:{self.name}")
-        publisher = self.loop.create_task(self._publisher(self.pub))
-        sub = await js.pull_subscribe(queue.JOBS_SUBJECT, durable=queue.CONSUMER, stream=queue.JOBS_STREAM)
+        s = self.settings
+        self.jobs = queue.JobQueue(js)
+        await self.jobs.ensure(ack_wait=s.ack_wait_seconds, max_deliver=s.max_deliver)
+        self.consumer = PullConsumer(
+            js,
+            queue.JOBS_STREAM,
+            queue.consumer_config(ack_wait=s.ack_wait_seconds, max_deliver=s.max_deliver),
+            self.handle,
+            batch=1,
+            fetch_timeout=1.0,
+            heartbeat=min(s.heartbeat_seconds or s.ack_wait_seconds / 4, 1.0),
+            on_heartbeat=self._heartbeat,
+            sync_ack=True,
+        )
+        if self.stopping.is_set():
+            self.consumer.request_stop()
+        pub = wire.EventPublisher(self.nc, source=f"trainer-worker:{self.name}")
+        publisher = self.loop.create_task(self._publisher(pub))
+        await self.consumer.subscribe()
         log.info("worker %s waiting for jobs on %s", self.name, self.settings.nats_url)
         print(f"trainer worker {self.name} ready", flush=True)
-        while not self.stopping.is_set():
-            try:
-                msgs = await sub.fetch(1, timeout=1)
-            except TimeoutError:
-                continue
-            except Exception as err:
-                log.warning("fetch failed: %s", err)
-                await asyncio.sleep(0.5)
-                continue
-            for msg in msgs:
-                await self.handle(msg)
+        await self.consumer.run()
         await self.outbox.join()
         publisher.cancel()
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
+        await self.consumer.unsubscribe()
         await self.nc.drain()
 
-    async def _emit(self, ev: pb.JobEvent, event_id: str) -> None:
+    async def _emit(self, ev: JobEvent, event_id: str) -> None:
         await self.outbox.put((ev, event_id))
         await self.outbox.join()
 
-    async def handle(self, msg: Msg) -> None:
-        task = pb.TrainTask()
-        task.ParseFromString(msg.data)
-        job = task.job
-        js = self.nc.jetstream()  # type: ignore[union-attr]
-        flag = await queue.get_control(js, job.id)
+    async def handle(self, msg: Msg) -> Outcome:
+        task = wire.decode_task(msg.data)
+        job_id = task.job_id
+        flag = await self.jobs.get_control(job_id)
         if flag.generation > task.generation or flag.action in ("cancel", "pause"):
-            log.info("skipping %s (generation %d, control %s)", job.id, task.generation, flag)
-            await msg.ack()
-            return
+            log.info("skipping %s (generation %d, control %s)", job_id, task.generation, flag)
+            return None
         attempt = msg.metadata.num_delivered or 1
-        key = f"{job.id}.g{task.generation}.a{attempt}"
-        reporter = JobReporter(self, job.id, attempt, self.artifacts)
-        reporter.attempt = int(f"{task.generation}{attempt:03d}")
+        key = f"{job_id}.g{task.generation}.a{attempt}"
+        reporter = JobReporter(self, job_id, int(f"{task.generation}{attempt:03d}"), self.artifacts)
         reporter.lease = f"{self.name}/{key}"
-        await queue.take_lease(js, job.id, reporter.lease)
-        start = state_event(job.id, "queued", "running", f"worker {self.name} picked it up (attempt {attempt})")
-        start.state_change.worker = self.name
-        await self._emit(start, f"job.{key}.running")
-        self.current = job.id
-        heartbeat = self.loop.create_task(self._heartbeat(msg, reporter, job.id))
+        await self.jobs.take_lease(job_id, reporter.lease)
+        reason = f"worker {self.name} picked it up (attempt {attempt})"
+        await self._emit(state_event(job_id, "queued", "running", reason, worker=self.name), f"job.{key}.running")
+        self.current, self.reporter = job_id, reporter
         try:
             result = await asyncio.to_thread(self._train, task, reporter)
         except Exception as err:
-            heartbeat.cancel()
-            await self._failed(msg, task, attempt, err, key)
-            return
+            return await self._failed(task, attempt, err, key)
         finally:
-            heartbeat.cancel()
-            self.current = ""
+            self.current, self.reporter = "", None
         if reporter.abandoned:
-            log.warning("job %s went to another worker while this one was cut off; dropping this run", job.id)
-            return
-        await self._finished(msg, task, result, reporter, key)
+            log.warning("job %s went to another worker while this one was cut off; dropping this run", job_id)
+            return LEAVE
+        return await self._finished(task, result, reporter, key)
 
-    async def _heartbeat(self, msg: Msg, reporter: JobReporter, job_id: str) -> None:
-        interval = self.settings.heartbeat_seconds or self.settings.ack_wait_seconds / 4
-        js = self.nc.jetstream()  # type: ignore[union-attr]
-        while True:
-            await asyncio.sleep(min(interval, 1.0))
-            try:
-                holder = await queue.lease_holder(js, job_id)
-                if holder and holder != reporter.lease:
-                    # The job was redelivered (this worker lost NATS for longer than ack_wait): stop, publish nothing.
-                    reporter.abandoned = True
-                    reporter.control_flag = "cancel"
-                    return
-                flag = await queue.get_control(js, job_id)
-                if flag.action != "run" and reporter.control_flag == "continue":
-                    log.info("job %s: %s requested", job_id, flag.action)
-                if flag.action == "cancel":
-                    reporter.control_flag = "cancel"
-                elif flag.action == "pause":
-                    reporter.control_flag = "pause"
-                await msg.in_progress()
-            except Exception as err:
-                log.warning("heartbeat for %s failed: %s", job_id, err)
+    async def _heartbeat(self, msg: Msg) -> bool:
+        """Before each in_progress(): is the job still ours, and was it cancelled or paused? False: stop beating."""
+        reporter = self.reporter
+        if reporter is None:
+            return True
+        job_id = reporter.job_id
+        holder = await self.jobs.lease_holder(job_id)
+        if holder and holder != reporter.lease:
+            # The job was redelivered (this worker lost NATS for longer than ack_wait): stop, publish nothing.
+            reporter.abandoned = True
+            reporter.control_flag = "cancel"
+            return False
+        flag = await self.jobs.get_control(job_id)
+        if flag.action != "run" and reporter.control_flag == "continue":
+            log.info("job %s: %s requested", job_id, flag.action)
+        if flag.action == "cancel":
+            reporter.control_flag = "cancel"
+        elif flag.action == "pause":
+            reporter.control_flag = "pause"
+        return True
 
-    def _train(self, task: pb.TrainTask, reporter: JobReporter) -> TrainingResult:
+    def _train(self, task: TrainTask, reporter: JobReporter) -> TrainingResult:
         from tunery_trainer import launch
 
         backend, config, ctx = build_context(task, self.settings, reporter)
@@ -304,46 +313,44 @@ class Worker:
         if nprocs > 1 and getattr(backend, "distributed", False):
             reporter.note(f"training on {nprocs} processes (torchrun, {'nccl' if launch.visible_gpus() else 'gloo'})")
             launch_dir = ctx.output_dir / "launch" / str(reporter.attempt)
-            return launch.run_distributed(task.SerializeToString(), reporter, launch_dir, nprocs)
+            return launch.run_distributed(wire.encode_task(task), reporter, launch_dir, nprocs)
         if nprocs > 1:
             reporter.note(f"the {backend.name} backend trains in one process; {nprocs - 1} of {nprocs} stay idle")
         return backend.train(ctx, config)
 
-    async def _finished(self, msg: Msg, task: pb.TrainTask, r: TrainingResult, rep: JobReporter, key: str) -> None:
-        job_id = task.job.id
+    async def _finished(self, task: TrainTask, r: TrainingResult, rep: JobReporter, key: str) -> Outcome:
+        job_id = task.job_id
         if r.outcome == "completed":
             assert r.adapter_dir is not None
-            ev = state_event(job_id, "running", "succeeded", f"trained {r.steps} steps")
-            sc = ev.state_change
-            sc.adapter_path = str(r.adapter_dir.resolve().relative_to(self.artifacts.root))
-            sc.trained_tokens = r.trained_tokens
-            sc.metrics.CopyFrom(
-                pb.Metrics(
-                    train_loss=r.metrics.get("train_loss", 0.0),
-                    valid_loss=r.metrics.get("valid_loss", 0.0),
-                    valid_token_accuracy=r.metrics.get("valid_token_accuracy", 0.0),
-                )
+            metrics = Metrics(
+                train_loss=r.metrics.get("train_loss", 0.0),
+                valid_loss=r.metrics.get("valid_loss", 0.0),
+                valid_token_accuracy=r.metrics.get("valid_token_accuracy", 0.0),
+            )
+            ev = state_event(
+                job_id,
+                "running",
+                "succeeded",
+                f"trained {r.steps} steps",
+                adapter_path=str(r.adapter_dir.resolve().relative_to(self.artifacts.root)),
+                trained_tokens=r.trained_tokens,
+                metrics=metrics,
+                fine_tuned_model=task.fine_tuned_model,
+                base_model=task.base_model,
             )
             await self._emit(ev, f"job.{key}.succeeded")
-            await msg.ack_sync()
-        elif r.outcome == "paused" and rep.stop_reason == "worker shutting down":
-            await self._emit(
-                job_event(
-                    job_id, f"worker {self.name} stopping; the job goes back to the queue at step {r.steps}", "warning"
-                ),
-                f"job.{key}.handback",
-            )
-            await msg.nak()
-        else:
-            what = "cancelled" if r.outcome == "cancelled" else "paused"
-            await self._emit(
-                job_event(job_id, f"worker stopped the job ({what}) at step {r.steps}; checkpoints kept"),
-                f"job.{key}.{what}",
-            )
-            await msg.ack_sync()
+            return None
+        if r.outcome == "paused" and rep.stop_reason == "worker shutting down":
+            message = f"worker {self.name} stopping; the job goes back to the queue at step {r.steps}"
+            await self._emit(job_event(job_id, message, "warning"), f"job.{key}.handback")
+            return Nak()
+        what = "cancelled" if r.outcome == "cancelled" else "paused"
+        message = f"worker stopped the job ({what}) at step {r.steps}; checkpoints kept"
+        await self._emit(job_event(job_id, message), f"job.{key}.{what}")
+        return None
 
-    async def _failed(self, msg: Msg, task: pb.TrainTask, attempt: int, err: Exception, key: str) -> None:
-        job_id = task.job.id
+    async def _failed(self, task: TrainTask, attempt: int, err: Exception, key: str) -> Outcome:
+        job_id = task.job_id
         code = "disk_full" if _disk_full(err) else "training_error"
         message = f"{type(err).__name__}: {err}"
         if code == "disk_full":
@@ -353,14 +360,12 @@ class Worker:
             )
         log.error("job %s attempt %d failed: %s", job_id, attempt, message, exc_info=err)
         if attempt < self.settings.max_deliver and code != "disk_full":
-            await self._emit(
-                job_event(job_id, f"attempt {attempt} failed ({message}); retrying", "warning"), f"job.{key}.retry"
-            )
-            await msg.nak(delay=1)
-            return
-        ev = state_event(job_id, "running", "failed", message, pb.JobError(code=code, message=message))
+            retry = f"attempt {attempt} failed ({message}); retrying"
+            await self._emit(job_event(job_id, retry, "warning"), f"job.{key}.retry")
+            return Nak(delay=1)
+        ev = state_event(job_id, "running", "failed", message, error=JobError(code=code, message=message))
         await self._emit(ev, f"job.{key}.failed")
-        await msg.ack_sync()
+        return None
 
 
 def _disk_full(err: BaseException | None) -> bool:

@@ -238,7 +238,7 @@ class ResumeJobResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
 
 class StateChange(_message.Message):
-    __slots__ = ("from_state", "to_state", "reason", "error", "adapter_path", "metrics", "trained_tokens", "worker")
+    __slots__ = ("from_state", "to_state", "reason", "error", "adapter_path", "metrics", "trained_tokens", "worker", "fine_tuned_model", "base_model")
     FROM_STATE_FIELD_NUMBER: _ClassVar[int]
     TO_STATE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -247,6 +247,8 @@ class StateChange(_message.Message):
     METRICS_FIELD_NUMBER: _ClassVar[int]
     TRAINED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     WORKER_FIELD_NUMBER: _ClassVar[int]
+    FINE_TUNED_MODEL_FIELD_NUMBER: _ClassVar[int]
+    BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
     from_state: _common_pb2.JobState
     to_state: _common_pb2.JobState
     reason: str
@@ -255,7 +257,9 @@ class StateChange(_message.Message):
     metrics: Metrics
     trained_tokens: int
     worker: str
-    def __init__(self, from_state: _Optional[_Union[_common_pb2.JobState, str]] = ..., to_state: _Optional[_Union[_common_pb2.JobState, str]] = ..., reason: _Optional[str] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., adapter_path: _Optional[str] = ..., metrics: _Optional[_Union[Metrics, _Mapping]] = ..., trained_tokens: _Optional[int] = ..., worker: _Optional[str] = ...) -> None: ...
+    fine_tuned_model: str
+    base_model: str
+    def __init__(self, from_state: _Optional[_Union[_common_pb2.JobState, str]] = ..., to_state: _Optional[_Union[_common_pb2.JobState, str]] = ..., reason: _Optional[str] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., adapter_path: _Optional[str] = ..., metrics: _Optional[_Union[Metrics, _Mapping]] = ..., trained_tokens: _Optional[int] = ..., worker: _Optional[str] = ..., fine_tuned_model: _Optional[str] = ..., base_model: _Optional[str] = ...) -> None: ...
 
 class StepLog(_message.Message):
     __slots__ = ("step", "total_steps", "epoch", "train_loss", "learning_rate", "tokens_per_second", "eta_seconds", "tokens")

@@ -131,7 +131,10 @@ class InferenceEngine(Protocol):
     def bases(self) -> list[ServedBase]: ...
 
     async def check_adapter(self, base: ServedBase, adapter: AdapterRef) -> None:
-        """Raise FailedPrecondition when the folder is no LoRA adapter of `base`."""
+        """Raise FailedPrecondition when the adapter cannot run on `base` (e.g. its tensor shapes do not fit).
+
+        Called once, when the model is registered, after the registry checked the folder and its metadata
+        (`inspect_adapter`); the engine may load the adapter later without checking it again."""
 
     async def generate(self, req: GenerationRequest) -> Generation: ...
 
@@ -150,21 +153,18 @@ ENGINES: PluginRegistry[EngineFactory] = PluginRegistry("tunery.inference_backen
                                                         check=_is_engine)
 
 
-def read_metadata(adapter: AdapterRef) -> dict[str, Any]:
-    """tunery_metadata.json of an adapter folder (written by the trainer); {} when there is none."""
-    meta_file = adapter.path / "tunery_metadata.json"
-    if not meta_file.is_file():
-        return {}
-    try:
-        meta = json.loads(meta_file.read_text())
-    except ValueError as err:
-        raise FailedPrecondition(f"{adapter.model_id}: {meta_file} is not JSON ({err})", code="invalid_adapter",
-                                 field="model") from err
-    return meta if isinstance(meta, dict) else {}
+@dataclass(frozen=True, slots=True)
+class AdapterInfo:
+    """What an adapter folder's tunery_metadata.json (written by the trainer) says; "" where it says nothing."""
+
+    base_model: str = ""
+    fine_tuned_model: str = ""
+    job_id: str = ""
 
 
-def read_adapter_folder(adapter: AdapterRef, base: ServedBase) -> dict[str, Any]:
-    """The adapter's tunery_metadata.json after checking the folder is a LoRA adapter trained on `base`."""
+def inspect_adapter(adapter: AdapterRef) -> AdapterInfo:
+    """Check that the folder is a PEFT LoRA adapter and read its metadata: once, when the model is registered
+    (registry.py); later loads trust the registered record."""
     path = adapter.path
     if not (path / "adapter_config.json").is_file():
         raise FailedPrecondition(f"{adapter.model_id}: {path} has no adapter_config.json; not a PEFT adapter folder",
@@ -172,13 +172,26 @@ def read_adapter_folder(adapter: AdapterRef, base: ServedBase) -> dict[str, Any]
     if not (path / "adapter_model.safetensors").is_file():
         raise FailedPrecondition(f"{adapter.model_id}: {path} has no adapter_model.safetensors",
                                  code="invalid_adapter", field="model")
-    meta = read_metadata(adapter)
-    trained_on = str(meta.get("base_model", ""))
+    meta_file = path / "tunery_metadata.json"
+    if not meta_file.is_file():
+        return AdapterInfo()
+    try:
+        meta = json.loads(meta_file.read_text())
+    except ValueError as err:
+        raise FailedPrecondition(f"{adapter.model_id}: {meta_file} is not JSON ({err})", code="invalid_adapter",
+                                 field="model") from err
+    if not isinstance(meta, dict):
+        return AdapterInfo()
+    return AdapterInfo(str(meta.get("base_model") or ""), str(meta.get("fine_tuned_model") or ""),
+                       str(meta.get("job_id") or ""))
+
+
+def check_trained_on(adapter: AdapterRef, trained_on: str, base: ServedBase) -> None:
+    """An adapter whose metadata names another base model is refused (FailedPrecondition adapter_base_mismatch)."""
     if trained_on and trained_on not in (base.spec_name, base.id):
         raise FailedPrecondition(
-            f"{adapter.model_id}: the adapter in {path} was trained on base model {trained_on!r}, not on "
+            f"{adapter.model_id}: the adapter in {adapter.path} was trained on base model {trained_on!r}, not on "
             f"{base.id!r}", code="adapter_base_mismatch", field="model")
-    return meta
 
 
 def context_error(prompt_tokens: int, max_tokens: int | None, context: int, field_name: str) -> InvalidArgument:

@@ -31,7 +31,6 @@ from tunery_gateway.engines.base import (
     GenerationRequest,
     ServedBase,
     TextDelta,
-    read_adapter_folder,
 )
 from tunery_gateway.errors import Overloaded
 from tunery_gateway.settings import GatewaySettings
@@ -104,8 +103,8 @@ class TgiEngine:
         return [self.base]
 
     async def check_adapter(self, base: ServedBase, adapter: AdapterRef) -> None:
-        """Only the folder and its metadata: TGI loads adapters itself, at its own start."""
-        await asyncio.to_thread(read_adapter_folder, adapter, base)
+        """Nothing beyond the registry's check of the folder and its metadata: TGI loads adapters itself, at its own
+        start."""
 
     def stats(self) -> dict[str, Any]:
         return {self.base.id: {"running": self.inflight}}

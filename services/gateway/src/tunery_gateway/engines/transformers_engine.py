@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from tunery.errors import FailedPrecondition, Internal, InvalidArgument, TuneryError, Unavailable
-from tunery.models import BaseModelSpec, resolve
+from tunery.models import BaseModelSpec, base_model_folder, model_label, resolve
 from tunery_gateway.engines.base import (
     BASE_ADAPTER,
     AdapterRef,
@@ -42,9 +42,7 @@ from tunery_gateway.engines.base import (
     ServedBase,
     TextDelta,
     context_error,
-    read_adapter_folder,
 )
-from tunery_gateway.engines.modelload import base_model_folder
 from tunery_gateway.engines.text import TextTracker
 from tunery_gateway.errors import Overloaded
 from tunery_gateway.settings import GatewaySettings
@@ -78,11 +76,6 @@ def sample_row(logits: np.ndarray, temperature: float, top_p: float, rng: np.ran
         return int(keep[min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), keep.size - 1)])
     cdf = np.cumsum(probs)
     return int(min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), probs.size - 1))
-
-
-def base_id(spec: BaseModelSpec) -> str:
-    """The public id of a base model; a local folder is named by its folder name, as the trainer does in `ft:` ids."""
-    return spec.folder.name if spec.folder is not None else spec.name.replace("/", "--")
 
 
 def internal_name(model_id: str) -> str:
@@ -212,10 +205,11 @@ class BaseWorker:
     # ---- adapters ---------------------------------------------------------------------------------------------------
 
     def validate_adapter(self, adapter: AdapterRef) -> None:
-        """Tensor shapes against the base's modules, so a mismatched folder is refused before it touches the model."""
+        """Tensor shapes against the base's modules, so a mismatched folder is refused before it touches the model.
+
+        Once, at registration (`check_adapter`); loading a registered adapter later trusts that check."""
         from safetensors import safe_open
 
-        read_adapter_folder(adapter, self.base)
         problems: list[str] = []
         with self.modules_lock, safe_open(str(adapter.path / "adapter_model.safetensors"), "pt") as f:
             for key in f.keys():
@@ -247,7 +241,6 @@ class BaseWorker:
         if name in self.loaded:
             self.loaded.move_to_end(name)
             return name
-        self.validate_adapter(ref)
         while len(self.loaded) >= self.settings.max_adapters:
             victim = next((n for n in self.loaded if n not in in_use), None)
             if victim is None:  # every loaded adapter is in the running batch: exceed the limit until they finish
@@ -528,7 +521,7 @@ class BaseWorker:
 def load_worker(spec: BaseModelSpec, settings: GatewaySettings, loop: asyncio.AbstractEventLoop) -> BaseWorker:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = base_model_folder(spec, settings.data_dir)
+    folder = str(base_model_folder(spec, settings.data_dir))
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=_DTYPES[settings.dtype]).to(settings.device)
     model.eval()
     tok = AutoTokenizer.from_pretrained(folder)
@@ -536,7 +529,7 @@ def load_worker(spec: BaseModelSpec, settings: GatewaySettings, loop: asyncio.Ab
     if spec.context_length:
         ctx = min(ctx, spec.context_length)
     created = int(Path(folder, "config.json").stat().st_mtime) if Path(folder, "config.json").exists() else 0
-    base = ServedBase(id=base_id(spec), spec_name=spec.name, context_length=ctx, created=created)
+    base = ServedBase(id=model_label(spec), spec_name=spec.name, context_length=ctx, created=created)
     return BaseWorker(base, model, tok, settings, loop)
 
 
