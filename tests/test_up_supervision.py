@@ -268,7 +268,7 @@ class Poller(threading.Thread):
 
 
 def test_a_worker_killed_mid_job_is_restarted_and_the_job_finishes(tmp_path: Path) -> None:
-    from tunery_trainer.modelprep import build_tiny_llama
+    from tunery.testing import build_tiny_llama
 
     t0 = time.monotonic()
     timeline: list[tuple[float, str]] = []

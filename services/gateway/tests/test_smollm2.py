@@ -1,4 +1,4 @@
-"""The real SmolLM2-135M-Instruct (the packaged GGUF, converted once by the trainer's prepare_base_model): its own
+"""The real SmolLM2-135M-Instruct (the packaged GGUF, converted once by tunery.models.base_model_folder): its own
 chat template, a sensible answer, streaming, through the official client. Set TUNERY_TEST_DATA_DIR to keep the
 converted model between runs."""
 
@@ -14,11 +14,11 @@ import pytest
 
 @pytest.mark.smollm2
 def test_smollm2_answers(gw: Any, extra_gateway: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
-    from tunery.models import base_model_folder as prepare_base_model
+    from tunery.models import base_model_folder
     from tunery.models import resolve
 
     data_dir = Path(os.environ.get("TUNERY_TEST_DATA_DIR") or tmp_path_factory.mktemp("smollm2"))
-    prepare_base_model(resolve("smollm2-135m-instruct"), data_dir)
+    base_model_folder(resolve("smollm2-135m-instruct"), data_dir)
     server, _ = extra_gateway("gw-smollm2", data_dir=data_dir, base_models="smollm2-135m-instruct",
                                   listen_job_events=False)
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=gw.admin_key, max_retries=0, timeout=300)
