@@ -14,8 +14,7 @@ import pytest
 
 @pytest.mark.smollm2
 def test_smollm2_answers(gw: Any, extra_gateway: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
-    from tunery.models import base_model_folder
-    from tunery.models import resolve
+    from tunery.models import base_model_folder, resolve
 
     data_dir = Path(os.environ.get("TUNERY_TEST_DATA_DIR") or tmp_path_factory.mktemp("smollm2"))
     base_model_folder(resolve("smollm2-135m-instruct"), data_dir)
