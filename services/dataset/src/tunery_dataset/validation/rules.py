@@ -1,46 +1,24 @@
-"""Streaming validation of uploaded fine-tuning JSONL.
+"""What makes one fine-tuning example valid: OpenAI's chat, preference and legacy prompt/completion formats.
 
-Accepts OpenAI's chat, preference and legacy prompt/completion formats.
-
-Uploads arrive over gRPC in chunks, so the validator is incremental: ``feed()`` takes
-raw bytes, returns the valid examples completed by that chunk and records problems as it
-goes; ``finish()`` flushes the last line and adds whole-file problems. Memory stays
-bounded: only the current partial line is buffered, and a line that grows past
-``max_line_bytes`` is dropped at once and the rest of it skipped up to the next newline.
-
-Throughput is the other constraint (the target is well over 20 MB/s on a slow 2-core
-box), so lines are split with ``bytes.find``, parsed with ``orjson`` (which also checks
-UTF-8), and the common message shape ``{"role": ..., "content": "..."}`` takes a short
-fast path. Slow diagnostics (byte offsets of bad UTF-8, exact JSON paths) are only
-computed for bad lines.
+`validate_object` checks one parsed example and names every problem by its JSON path (``messages[2].role``); the
+streaming upload validator (`stream.JsonlValidator`) runs it on every line, and the service runs it on an example
+added or edited by hand. Most uploads are plain chat, so `is_plain_chat` accepts those in one tight loop and only
+the rest pays for the full check.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-import orjson
+from tunery.errors import Problem, Severity
 
-__all__ = [
-    "MAX_PROBLEMS_PER_LINE",
-    "ExampleFormat",
-    "JsonlValidator",
-    "ParsedExample",
-    "Problem",
-    "Severity",
-    "UploadTooLarge",
-    "detect_format",
-    "validate_object",
-]
+__all__ = ["MAX_PROBLEMS_PER_LINE", "ExampleFormat", "detect_format", "is_plain_chat", "validate_object"]
 
 ExampleFormat = Literal["chat", "prompt_completion", "preference"]
-Severity = Literal["error", "warning"]
 
 MAX_PROBLEMS_PER_LINE: Final = 5
 """One broken line must not flood the report and hide problems on later lines."""
 
-_BOM: Final = b"\xef\xbb\xbf"
 _ROLES: Final = frozenset({"system", "user", "assistant", "tool"})
 _ROLE_LIST: Final = "system, user, assistant, tool"
 _FAST_ROLES: Final = frozenset({"system", "user", "assistant"})
@@ -54,36 +32,6 @@ _FORMATS_HINT: Final = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """One thing wrong with the upload, precise enough for a user to find and fix it."""
-
-    line: int
-    """1-based line number; 0 for whole-file problems."""
-    code: str
-    """Stable machine-readable code (clients branch on it; never reword it)."""
-    message: str
-    """Human sentence naming what is wrong and where."""
-    field: str = ""
-    """JSON path such as ``messages[2].role``; empty when not about a field."""
-    severity: Severity = "error"
-
-
-@dataclass(slots=True)
-class ParsedExample:
-    """A valid example, handed on so the caller can store it without re-parsing."""
-
-    line: int
-    format: ExampleFormat
-    data: dict[str, Any]
-    raw: bytes
-    """The line as uploaded, minus BOM and trailing ``\\r``; valid UTF-8 JSON."""
-
-
-class UploadTooLarge(Exception):
-    """The upload passed ``max_file_bytes``; the caller should abort the stream."""
-
-
 class _LineFull(Exception):
     """Internal: the per-line problem cap was reached, stop checking this line."""
 
@@ -91,16 +39,17 @@ class _LineFull(Exception):
 class _Problems:
     """Collects one line's problems; stops validation once the cap is reached."""
 
-    __slots__ = ("items", "line")
+    __slots__ = ("file", "items", "line")
 
-    def __init__(self, line: int) -> None:
+    def __init__(self, line: int, file: str) -> None:
         self.line = line
+        self.file = file
         self.items: list[Problem] = []
 
     def add(self, code: str, message: str, field: str = "", severity: Severity = "error") -> None:
         if self.line:
             message = f"line {self.line}: {message}"
-        self.items.append(Problem(self.line, code, message, field, severity))
+        self.items.append(Problem(code, message, field, self.line, self.file, severity))
         if len(self.items) >= MAX_PROBLEMS_PER_LINE:
             raise _LineFull
 
@@ -134,14 +83,6 @@ def _show(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _fmt_bytes(n: int) -> str:
-    """Human-readable size with the exact byte count, for limit messages."""
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size:
-            return f"{n / size:.1f} {unit} ({n} bytes)"
-    return f"{n} bytes"
-
-
 def detect_format(obj: dict[str, Any]) -> ExampleFormat | None:
     """Guess which format an example is meant to be in from its top-level keys.
 
@@ -158,14 +99,13 @@ def detect_format(obj: dict[str, Any]) -> ExampleFormat | None:
     return None
 
 
-def validate_object(obj: Any, line: int = 0) -> tuple[ExampleFormat | None, list[Problem]]:
+def validate_object(obj: Any, line: int = 0, file: str = "") -> tuple[ExampleFormat | None, list[Problem]]:
     """Validate one parsed example; returns its format and its errors and warnings.
 
-    Used for every uploaded line and directly when a user adds or edits one example by
-    hand.
-    At most ``MAX_PROBLEMS_PER_LINE`` problems are returned.
+    Used for every uploaded line (``line`` and ``file`` say where it came from) and directly when a user adds or
+    edits one example by hand. At most ``MAX_PROBLEMS_PER_LINE`` problems are returned.
     """
-    probs = _Problems(line)
+    probs = _Problems(line, file)
     fmt: ExampleFormat | None = None
     try:
         if not isinstance(obj, dict):
@@ -188,7 +128,7 @@ def validate_object(obj: Any, line: int = 0) -> tuple[ExampleFormat | None, list
     return fmt, probs.items
 
 
-def _is_plain_chat(obj: dict[str, Any]) -> bool:
+def is_plain_chat(obj: dict[str, Any]) -> bool:
     """Tell whether a chat example is certainly valid and warning-free.
 
     Most uploads are just ``{"messages": [{"role": ..., "content": "..."}, ...]}``;
@@ -563,246 +503,3 @@ def _check_prompt_completion(obj: dict[str, Any], probs: _Problems) -> None:
             )
         elif key == "completion" and not value:
             probs.add("missing_content", "completion is empty", key)
-
-
-class JsonlValidator:
-    """Incremental JSONL validator: feed upload chunks in order, then call ``finish()``.
-
-    Only the current partial line is kept between chunks (at most ``max_line_bytes``),
-    so memory is bounded regardless of file size.  Bad data never raises; problems are
-    recorded in ``errors`` / ``warnings`` (the first ``max_problems`` of each) while
-    ``error_count`` / ``warning_count`` keep the true totals.  Only an oversized upload
-    raises (``UploadTooLarge``), since the caller must stop receiving.
-    """
-
-    def __init__(
-        self,
-        *,
-        max_line_bytes: int = 8 * 1024 * 1024,
-        max_file_bytes: int = 512 * 1024 * 1024,
-        max_problems: int = 50,
-    ) -> None:
-        """Set the limits; all are per upload, so one validator serves one file.
-
-        ``max_line_bytes`` bounds one line (newline excluded) and so the buffer,
-        ``max_file_bytes`` bounds the upload, ``max_problems`` caps each stored list.
-        """
-        self.max_line_bytes = max_line_bytes
-        self.max_file_bytes = max_file_bytes
-        self.max_problems = max_problems
-        self.errors: list[Problem] = []
-        self.warnings: list[Problem] = []
-        self.error_count = 0
-        self.warning_count = 0
-        self.lines = 0
-        self.bytes_seen = 0
-        self.format: ExampleFormat | None = None
-        self._format_line = 0
-        self._lineno = 1  # number of the line currently being received
-        self._parts: list[bytes] = []  # pieces of the current partial line
-        self._plen = 0
-        self._skipping = False  # inside an over-long line, dropping bytes until "\n"
-        self._finished = False
-
-    @property
-    def ok(self) -> bool:
-        """True when no errors were found (warnings do not block training)."""
-        return self.error_count == 0
-
-    @property
-    def buffered_bytes(self) -> int:
-        """Bytes held for the current partial line; at most ``max_line_bytes``."""
-        return self._plen
-
-    def feed(self, chunk: bytes | bytearray | memoryview) -> list[ParsedExample]:
-        """Consume the next chunk; returns the valid examples it completed."""
-        if self._finished:
-            raise RuntimeError("feed() called after finish()")
-        n = len(chunk)
-        if not n:
-            return []
-        if type(chunk) is not bytes:
-            chunk = bytes(chunk)
-        self.bytes_seen += n
-        if self.bytes_seen > self.max_file_bytes:
-            raise UploadTooLarge(
-                f"upload exceeds the {_fmt_bytes(self.max_file_bytes)} limit ({self.bytes_seen} bytes received so far)"
-            )
-        out: list[ParsedExample] = []
-        start = 0
-        if self._skipping or self._parts:
-            nl = chunk.find(b"\n")
-            if nl < 0:
-                if not self._skipping:
-                    if self._plen + n > self.max_line_bytes:
-                        self._line_too_long(complete=False)
-                    else:
-                        self._parts.append(chunk)
-                        self._plen += n
-                return out
-            if self._skipping:
-                self._skipping = False
-                self._lineno += 1
-            elif self._plen + nl > self.max_line_bytes:
-                self._line_too_long(complete=True)
-            else:
-                self._parts.append(chunk[:nl])
-                line = b"".join(self._parts)
-                self._parts = []
-                self._plen = 0
-                self._line(line, out, False)
-            start = nl + 1
-        find = chunk.find
-        max_line = self.max_line_bytes
-        while True:
-            nl = find(b"\n", start)
-            if nl < 0:
-                break
-            if nl - start > max_line:
-                self._line_too_long(complete=True)
-            else:
-                self._line(chunk[start:nl], out, False)
-            start = nl + 1
-        if start < n:
-            if n - start > max_line:
-                self._line_too_long(complete=False)
-            else:
-                self._parts = [chunk[start:] if start else chunk]
-                self._plen = n - start
-        return out
-
-    def finish(self) -> list[ParsedExample]:
-        """Flush the last line (no final newline is fine); add whole-file problems."""
-        if self._finished:
-            return []
-        self._finished = True
-        out: list[ParsedExample] = []
-        if self._parts:
-            line = b"".join(self._parts)
-            self._parts = []
-            self._plen = 0
-            self._line(line, out, True)
-        self._skipping = False
-        if self.lines == 0:
-            what = "the file contains only blank lines"
-            if self.bytes_seen == 0:
-                what = "the file is empty (0 bytes)"
-            self._whole_file(Problem(0, "empty_file", f"{what}; upload at least one example"))
-        return out
-
-    # -- internals ---------------------------------------------------------------
-
-    def _line_too_long(self, *, complete: bool) -> None:
-        """Report the current line as too long and drop it.
-
-        ``complete`` says whether its newline was already seen; if not, the rest of the
-        line is skipped as it arrives instead of being buffered.
-        """
-        self._record_one(
-            Problem(
-                self._lineno,
-                "line_too_long",
-                f"line {self._lineno}: line is longer than the {_fmt_bytes(self.max_line_bytes)} limit per example",
-            )
-        )
-        self.lines += 1
-        self._parts = []
-        self._plen = 0
-        if complete:
-            self._lineno += 1
-        else:
-            self._skipping = True
-
-    def _line(self, line: bytes, out: list[ParsedExample], at_eof: bool) -> None:
-        """Validate one complete line (newline already removed)."""
-        lineno = self._lineno
-        self._lineno += 1
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if lineno == 1 and line.startswith(_BOM):
-            line = line[3:]
-            self._record_one(
-                Problem(
-                    1,
-                    "bom_stripped",
-                    "line 1: a UTF-8 byte order mark was removed",
-                    "",
-                    "warning",
-                )
-            )
-        if not line or line.isspace():
-            return
-        self.lines += 1
-        try:
-            obj = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            self._bad_json(line, lineno, exc, at_eof)
-            return
-        if self.format == "chat" and type(obj) is dict and _is_plain_chat(obj):
-            out.append(ParsedExample(lineno, "chat", obj, line))
-            return
-        fmt, problems = validate_object(obj, lineno)
-        if fmt is not None and self.format is not None and fmt != self.format:
-            problems = [
-                *problems[: MAX_PROBLEMS_PER_LINE - 1],
-                self._mixed(lineno, fmt),
-            ]
-        if problems:
-            for p in problems:
-                self._record_one(p)
-            if any(p.severity == "error" for p in problems):
-                return
-        if fmt is None:  # unreachable: no format always comes with an error
-            return
-        if self.format is None:
-            self.format = fmt
-            self._format_line = lineno
-        out.append(ParsedExample(lineno, fmt, obj, line))
-
-    def _mixed(self, lineno: int, fmt: ExampleFormat) -> Problem:
-        return Problem(
-            lineno,
-            "mixed_formats",
-            f"line {lineno}: this example is in {fmt} format but the file's first "
-            f"valid example (line {self._format_line}) is {self.format}; all lines "
-            "must use one format",
-        )
-
-    def _bad_json(self, line: bytes, lineno: int, exc: orjson.JSONDecodeError, at_eof: bool) -> None:
-        try:
-            line.decode("utf-8")
-        except UnicodeDecodeError as ude:
-            self._record_one(
-                Problem(
-                    lineno,
-                    "invalid_utf8",
-                    f"line {lineno}: invalid UTF-8 at byte offset {ude.start} of the "
-                    "line "
-                    "(the file must be UTF-8 encoded)",
-                )
-            )
-            return
-        msg = f"line {lineno}: invalid JSON: {exc}"
-        if at_eof:
-            msg += " (the last line has no trailing newline; the file looks truncated)"
-        self._record_one(Problem(lineno, "invalid_json", msg))
-
-    def _record_one(self, p: Problem) -> None:
-        if p.severity == "error":
-            self.error_count += 1
-            if len(self.errors) < self.max_problems:
-                self.errors.append(p)
-        else:
-            self.warning_count += 1
-            if len(self.warnings) < self.max_problems:
-                self.warnings.append(p)
-
-    def _whole_file(self, p: Problem) -> None:
-        """Line-0 problems go first so the lists stay sorted by line."""
-        target = self.errors if p.severity == "error" else self.warnings
-        if p.severity == "error":
-            self.error_count += 1
-        else:
-            self.warning_count += 1
-        target.insert(0, p)
-        del target[self.max_problems :]
