@@ -15,6 +15,7 @@ import pytest
 from tunery.dataset.v1 import dataset_pb2 as pb
 from tunery.errors import FailedPrecondition, InvalidArgument, NotFound
 from tunery.runtime.grpcerrors import from_rpc_error
+from tunery.split import split_examples
 from tunery.testing import EventLog
 from tunery_dataset.testing import Service
 
@@ -281,6 +282,31 @@ def test_split_is_seeded(service: Service) -> None:
     assert sorted(map(json.dumps, train + val)) == sorted(json.dumps(chat(i)) for i in range(40))
     e = err(service.stub.SplitVersion, pb.SplitVersionRequest(dataset=ds.id, version=1, validation_fraction=1.5))
     assert e.field == "validation_fraction"
+
+
+def test_the_same_file_splits_the_same_way_everywhere(service: Service) -> None:
+    """Split by content: two datasets, and the same file uploaded again into one draft (new example ids), give the
+    same validation examples, and the ones the trainer's split (the same `tunery.split` function) picks."""
+    rows = [chat(i) for i in range(40)] + [chat(7), chat(7)]  # exact copies are told apart the same way too
+    data = jsonl(rows)
+    _, want = split_examples(rows, 0.2, seed=11)
+    expected = b"".join(json.dumps(rows[i]).encode() + b"\n" for i in want)
+    first, second = new_dataset(service), new_dataset(service)
+    exports, digests, ids = [], set(), []
+    for ds in (first, second, second):
+        service.stub.UploadExamples(requests(data, ds.id, replace=True))
+        v = service.stub.FreezeVersion(pb.FreezeVersionRequest(dataset=ds.id)).version
+        split = service.stub.SplitVersion(
+            pb.SplitVersionRequest(dataset=ds.id, version=v.number, validation_fraction=0.2, seed=11)
+        ).validation
+        req = pb.ExportVersionRequest(dataset=ds.id, version=split.number)
+        exports.append(b"".join(c.chunk for c in service.stub.ExportVersion(req)))
+        digests.add(split.content_sha256)
+        listed = service.stub.ListExamples(pb.ListExamplesRequest(dataset=ds.id, version=split.number))
+        ids.append(frozenset(e.id for e in listed.examples))
+    assert exports == [expected] * 3 and len(want) == 8
+    assert len(digests) == 1
+    assert len(set(ids)) == 3, "every upload has new example ids, yet the split is the same"
 
 
 def test_dedup_reports_then_removes(service: Service) -> None:

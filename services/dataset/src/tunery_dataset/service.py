@@ -15,6 +15,7 @@ import orjson
 from tunery.errors import FailedPrecondition, InvalidArgument, Problem, ResourceExhausted
 from tunery.models import resolve
 from tunery.runtime.events import EventPublisher
+from tunery.split import content_hash, split_by_hash
 from tunery_dataset import curation, tokens
 from tunery_dataset.settings import DatasetSettings
 from tunery_dataset.store import DatasetInfo, DatasetStore, ExampleInfo, VersionInfo, check_tags
@@ -295,14 +296,20 @@ class DatasetService:
             )
 
         def work() -> tuple[VersionInfo, VersionInfo]:
-            ids = [eid for eid, _ in self.store.iter_contents(ref, number)]
+            # By content, not by example id (new on every upload): the same file splits the same way in any
+            # dataset, and exactly as the trainer splits it (both call `tunery.split`).
+            ids: list[str] = []
+            hashes: list[str] = []
+            for eid, raw in self.store.iter_contents(ref, number):
+                ids.append(eid)
+                hashes.append(content_hash(orjson.loads(raw)))
             try:
-                train, val = curation.split_ids(ids, fraction, seed)
+                train, val = split_by_hash(hashes, fraction, seed)
             except ValueError as err:
                 raise FailedPrecondition(
                     f"cannot split version {number}: {err}", code="too_few_examples", field="version"
                 ) from err
-            return self.store.split(ref, number, train, val, seed, fraction)
+            return self.store.split(ref, number, [ids[i] for i in train], [ids[i] for i in val], seed, fraction)
 
         train_v, val_v = await self._run(work)
         ds = await self.get(train_v.dataset_id)
