@@ -11,12 +11,15 @@ from typing import Any
 
 import grpc
 import pytest
+from sqlalchemy import update
 
 from tunery.dataset.v1 import dataset_pb2 as pb
 from tunery.errors import FailedPrecondition, InvalidArgument, NotFound
 from tunery.runtime.grpcerrors import from_rpc_error
 from tunery.split import split_examples
 from tunery.testing import EventLog
+from tunery_dataset.models import D, now
+from tunery_dataset.records import UPLOAD_LOCK_TTL
 from tunery_dataset.testing import Service
 
 
@@ -195,30 +198,54 @@ def test_huge_line_and_oversized_upload(service: Service) -> None:
 
 
 def test_concurrent_upload_is_refused(service: Service) -> None:
+    """A second upload into a draft that an upload holds is refused; the first one is unharmed.
+
+    Deterministic under any load: the probe runs only once the dataset says the first upload holds the lock, so it
+    can only be refused (a probe sent earlier could take the lock itself and make the first upload the refused one).
+    """
     ds = new_dataset(service)
     release = threading.Event()
 
     def slow() -> Iterator[pb.UploadExamplesRequest]:
         yield pb.UploadExamplesRequest(header=pb.UploadHeader(dataset=ds.id, filename="a.jsonl"))
         yield pb.UploadExamplesRequest(chunk=jsonl([chat(1)]))
-        release.wait(30)
+        release.wait(120)
         yield pb.UploadExamplesRequest(chunk=jsonl([chat(2)]))
 
+    def uploading() -> bool:
+        return service.stub.GetDataset(pb.GetDatasetRequest(dataset=ds.id)).dataset.upload_in_progress
+
+    assert not uploading()
     first = service.stub.UploadExamples.future(slow())
-    seen = None
     try:
-        for _ in range(200):  # until the first upload holds the lock
-            try:
-                service.stub.UploadExamples(requests(jsonl([chat(3)]), ds.id))
-            except grpc.RpcError as rpc_err:
-                seen = from_rpc_error(rpc_err)
-                break
-            time.sleep(0.02)
+        deadline = time.monotonic() + 120
+        while not uploading():
+            if first.done():
+                first.result()  # the upload ended without holding the lock: show why
+            assert time.monotonic() < deadline, "the first upload never took the lock"
+            time.sleep(0.005)
+        seen = err(service.stub.UploadExamples, requests(jsonl([chat(3)]), ds.id))
         assert isinstance(seen, FailedPrecondition) and seen.code == "upload_in_progress"
         assert "in progress" in seen.message
     finally:
         release.set()
-    assert first.result(30).examples_added == 2
+    assert first.result(120).examples_added == 2
+    assert not uploading()
+    assert draft_jsons(service, ds.id) == [chat(1), chat(2)]
+
+
+def test_a_lock_left_by_a_dead_upload_expires(service: Service) -> None:
+    """An upload whose process died keeps the lock only for UPLOAD_LOCK_TTL; then it is not "in progress" any more
+    and the next upload takes the lock over."""
+    ds = new_dataset(service)
+    store = service.app.service.store
+    store.lock_upload(ds.id)  # as a process that died mid-upload leaves it
+    assert service.stub.GetDataset(pb.GetDatasetRequest(dataset=ds.id)).dataset.upload_in_progress
+    assert err(service.stub.UploadExamples, requests(jsonl([chat(1)]), ds.id)).code == "upload_in_progress"
+    with store.engine.begin() as conn:
+        conn.execute(update(D).where(D.c.id == ds.id).values(upload_started_at=now() - UPLOAD_LOCK_TTL * 1.01))
+    assert not service.stub.GetDataset(pb.GetDatasetRequest(dataset=ds.id)).dataset.upload_in_progress
+    assert service.stub.UploadExamples(requests(jsonl([chat(1)]), ds.id)).examples_added == 1
 
 
 def test_examples_edit_tag_filter_and_versions(service: Service, event_log: EventLog) -> None:

@@ -17,8 +17,9 @@ from tunery.models import resolve
 from tunery.runtime.events import EventPublisher
 from tunery.split import content_hash, split_by_hash
 from tunery_dataset import curation, tokens
+from tunery_dataset.records import DatasetInfo, ExampleInfo, VersionInfo, check_tags
 from tunery_dataset.settings import DatasetSettings
-from tunery_dataset.store import DatasetInfo, DatasetStore, ExampleInfo, VersionInfo, check_tags
+from tunery_dataset.store import DatasetStore
 from tunery_dataset.validation import JsonlValidator, UploadTooLarge, validate_object
 
 log = logging.getLogger("tunery.dataset")
