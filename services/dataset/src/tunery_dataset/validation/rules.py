@@ -109,10 +109,7 @@ def validate_object(obj: Any, line: int = 0, file: str = "") -> tuple[ExampleFor
     fmt: ExampleFormat | None = None
     try:
         if not isinstance(obj, dict):
-            probs.add(
-                "not_an_object",
-                f"expected a JSON object but found a JSON {_json_type(obj)}",
-            )
+            probs.add("not_an_object", f"expected a JSON object but found a JSON {_json_type(obj)}")
             return None, probs.items
         fmt = detect_format(obj)
         if fmt == "chat":
@@ -169,9 +166,7 @@ def _check_chat(obj: dict[str, Any], probs: _Problems) -> None:
         roles, weights = _check_messages(messages, "messages", probs)
         if "assistant" not in roles:
             probs.add(
-                "no_assistant_message",
-                "messages has no assistant message, so there is nothing to train on",
-                "messages",
+                "no_assistant_message", "messages has no assistant message, so there is nothing to train on", "messages"
             )
         elif weights and not any(weights) and len(weights) == roles.count("assistant"):
             probs.add(
@@ -198,51 +193,29 @@ def _check_tools_fields(obj: dict[str, Any], prefix: str, probs: _Problems) -> N
 
 def _check_tools(tools: Any, path: str, probs: _Problems) -> None:
     if not isinstance(tools, list):
-        probs.add(
-            "invalid_tools",
-            f"{path} must be an array, found a JSON {_json_type(tools)}",
-            path,
-        )
+        probs.add("invalid_tools", f"{path} must be an array, found a JSON {_json_type(tools)}", path)
         return
     for i, tool in enumerate(tools):
         p = f"{path}[{i}]"
         if not isinstance(tool, dict):
-            probs.add(
-                "invalid_tools",
-                f"{p} must be an object, found a JSON {_json_type(tool)}",
-                p,
-            )
+            probs.add("invalid_tools", f"{p} must be an object, found a JSON {_json_type(tool)}", p)
             continue
         if tool.get("type") != "function":
-            probs.add(
-                "invalid_tools",
-                f"{p}.type is {_show(tool.get('type'))}; expected 'function'",
-                p + ".type",
-            )
+            probs.add("invalid_tools", f"{p}.type is {_show(tool.get('type'))}; expected 'function'", p + ".type")
         fn = tool.get("function")
         if not isinstance(fn, dict):
             probs.add("invalid_tools", f"{p}.function must be an object", p + ".function")
             continue
         name = fn.get("name")
         if not isinstance(name, str) or not name:
-            probs.add(
-                "invalid_tools",
-                f"{p}.function.name must be a non-empty string",
-                p + ".function.name",
-            )
+            probs.add("invalid_tools", f"{p}.function.name must be a non-empty string", p + ".function.name")
         desc = fn.get("description")
         if desc is not None and not isinstance(desc, str):
-            probs.add(
-                "invalid_tools",
-                f"{p}.function.description must be a string",
-                p + ".function.description",
-            )
+            probs.add("invalid_tools", f"{p}.function.description must be a string", p + ".function.description")
         params = fn.get("parameters")
         if params is not None and not isinstance(params, dict):
             probs.add(
-                "invalid_tools",
-                f"{p}.function.parameters must be a JSON schema object",
-                p + ".function.parameters",
+                "invalid_tools", f"{p}.function.parameters must be a JSON schema object", p + ".function.parameters"
             )
 
 
@@ -272,11 +245,7 @@ def _check_message(
 ) -> str | None:
     """Full check of one message; returns its role if recognised."""
     if not isinstance(msg, dict):
-        probs.add(
-            "invalid_message",
-            f"{p} must be an object, found a JSON {_json_type(msg)}",
-            p,
-        )
+        probs.add("invalid_message", f"{p} must be an object, found a JSON {_json_type(msg)}", p)
         return None
     if not _MESSAGE_KEYS.issuperset(msg):
         for key in msg:
@@ -291,11 +260,7 @@ def _check_message(
         probs.add("missing_role", f"{p} has no role", f"{p}.role")
         role = None
     elif not isinstance(role, str) or role not in _ROLES:
-        probs.add(
-            "unrecognized_role",
-            f"{p}.role is {_show(role)}; expected one of {_ROLE_LIST}",
-            f"{p}.role",
-        )
+        probs.add("unrecognized_role", f"{p}.role is {_show(role)}; expected one of {_ROLE_LIST}", f"{p}.role")
         role = None
     if required_role is not None and role is not None and role != required_role:
         probs.add(
@@ -329,11 +294,7 @@ def _check_message(
                     f"{p}.content",
                 )
         elif role is not None:
-            probs.add(
-                "missing_content",
-                f"{p} ({role}) must have string content",
-                f"{p}.content",
-            )
+            probs.add("missing_content", f"{p} ({role}) must have string content", f"{p}.content")
     else:
         probs.add(
             "invalid_content",
@@ -342,26 +303,14 @@ def _check_message(
         )
 
     if "name" in msg and not isinstance(msg["name"], str):
-        probs.add(
-            "invalid_name",
-            f"{p}.name must be a string, found {_show(msg['name'])}",
-            f"{p}.name",
-        )
+        probs.add("invalid_name", f"{p}.name must be a string, found {_show(msg['name'])}", f"{p}.name")
 
     if "weight" in msg:
         weight = msg["weight"]
         if role is not None and role != "assistant":
-            probs.add(
-                "invalid_weight",
-                f"{p}.weight is only allowed on assistant messages, not {role}",
-                f"{p}.weight",
-            )
+            probs.add("invalid_weight", f"{p}.weight is only allowed on assistant messages, not {role}", f"{p}.weight")
         elif type(weight) is not int or weight not in (0, 1):
-            probs.add(
-                "invalid_weight",
-                f"{p}.weight is {_show(weight)}; expected 0 or 1",
-                f"{p}.weight",
-            )
+            probs.add("invalid_weight", f"{p}.weight is {_show(weight)}; expected 0 or 1", f"{p}.weight")
         else:
             weights.append(weight)
 
@@ -369,9 +318,7 @@ def _check_message(
         tcid = msg.get("tool_call_id")
         if not isinstance(tcid, str) or not tcid:
             probs.add(
-                "missing_tool_call_id",
-                f"{p} is a tool message without a string tool_call_id",
-                f"{p}.tool_call_id",
+                "missing_tool_call_id", f"{p} is a tool message without a string tool_call_id", f"{p}.tool_call_id"
             )
     return role
 
@@ -382,11 +329,7 @@ def _check_content_parts(parts: list[Any], p: str, probs: _Problems) -> None:
     for j, part in enumerate(parts):
         pp = f"{p}[{j}]"
         if not isinstance(part, dict):
-            probs.add(
-                "invalid_content",
-                f"{pp} must be an object, found a JSON {_json_type(part)}",
-                pp,
-            )
+            probs.add("invalid_content", f"{pp} must be an object, found a JSON {_json_type(part)}", pp)
         elif part.get("type") != "text":
             probs.add(
                 "invalid_content",
@@ -400,11 +343,7 @@ def _check_content_parts(parts: list[Any], p: str, probs: _Problems) -> None:
 def _check_tool_calls(tool_calls: Any, p: str, probs: _Problems) -> bool:
     """Check tool calls; return whether there is one (it can replace content)."""
     if not isinstance(tool_calls, list):
-        probs.add(
-            "invalid_tool_calls",
-            f"{p} must be an array, found a JSON {_json_type(tool_calls)}",
-            p,
-        )
+        probs.add("invalid_tool_calls", f"{p} must be an array, found a JSON {_json_type(tool_calls)}", p)
         return False
     if not tool_calls:
         probs.add("invalid_tool_calls", f"{p} is an empty array", p)
@@ -412,27 +351,17 @@ def _check_tool_calls(tool_calls: Any, p: str, probs: _Problems) -> bool:
     for k, call in enumerate(tool_calls):
         cp = f"{p}[{k}]"
         if not isinstance(call, dict):
-            probs.add(
-                "invalid_tool_calls",
-                f"{cp} must be an object, found a JSON {_json_type(call)}",
-                cp,
-            )
+            probs.add("invalid_tool_calls", f"{cp} must be an object, found a JSON {_json_type(call)}", cp)
             continue
         if not isinstance(call.get("id"), str):
             probs.add("invalid_tool_calls", f"{cp}.id must be a string", f"{cp}.id")
         if call.get("type") != "function":
             probs.add(
-                "invalid_tool_calls",
-                f"{cp}.type is {_show(call.get('type'))}; expected 'function'",
-                f"{cp}.type",
+                "invalid_tool_calls", f"{cp}.type is {_show(call.get('type'))}; expected 'function'", f"{cp}.type"
             )
         fn = call.get("function")
         if not isinstance(fn, dict):
-            probs.add(
-                "invalid_tool_calls",
-                f"{cp}.function must be an object",
-                f"{cp}.function",
-            )
+            probs.add("invalid_tool_calls", f"{cp}.function must be an object", f"{cp}.function")
             continue
         for key in ("name", "arguments"):
             if not isinstance(fn.get(key), str):
@@ -472,9 +401,7 @@ def _check_preference(obj: dict[str, Any], probs: _Problems) -> None:
             if isinstance(out, list):
                 found = "empty"
             probs.add(
-                "invalid_preference_output",
-                f"{key} must be a non-empty array of assistant messages ({found})",
-                key,
+                "invalid_preference_output", f"{key} must be a non-empty array of assistant messages ({found})", key
             )
             continue
         weights: list[int] = []
@@ -485,21 +412,13 @@ def _check_preference(obj: dict[str, Any], probs: _Problems) -> None:
 def _check_prompt_completion(obj: dict[str, Any], probs: _Problems) -> None:
     for key in obj:
         if key not in _PROMPT_COMPLETION_KEYS:
-            probs.add(
-                "unknown_field",
-                f"{key} is not a prompt/completion field; allowed: prompt, completion",
-                key,
-            )
+            probs.add("unknown_field", f"{key} is not a prompt/completion field; allowed: prompt, completion", key)
     for key in ("prompt", "completion"):
         if key not in obj:
             probs.add("missing_content", f"{key} is missing", key)
             continue
         value = obj[key]
         if not isinstance(value, str):
-            probs.add(
-                "invalid_content",
-                f"{key} must be a string, found a JSON {_json_type(value)}",
-                key,
-            )
+            probs.add("invalid_content", f"{key} must be a string, found a JSON {_json_type(value)}", key)
         elif key == "completion" and not value:
             probs.add("missing_content", "completion is empty", key)
