@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tunery.split import content_hash, split_by_hash, split_examples, validation_count
@@ -54,3 +56,32 @@ def test_bad_fraction_is_refused(fraction: float) -> None:
 def test_too_few_examples_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 2 examples"):
         split_by_hash(["a"], 0.5, 0)
+
+
+def test_content_hash_ignores_formatting_but_not_content_or_weight() -> None:
+    a = {"messages": [{"role": "user", "content": "Hello  world"}, {"role": "assistant", "content": "Hi", "weight": 1}]}
+    b = {
+        "messages": [
+            {"content": "  Hello\n\tworld ", "role": "user"},
+            {"weight": 1.0, "role": "assistant", "content": "Hi\n"},
+        ]
+    }
+    assert content_hash(a) == content_hash(b)
+    nbsp = {
+        "messages": [
+            {"role": "user", "content": "Hello\u00a0\u3000world"},
+            {"role": "assistant", "content": "Hi", "weight": 1},
+        ]
+    }
+    assert content_hash(a) == content_hash(nbsp)
+    assert re.fullmatch(r"[0-9a-f]{64}", content_hash(a))
+    c = {"messages": [{"role": "user", "content": "Hello world"}, {"role": "assistant", "content": "Hi", "weight": 0}]}
+    assert content_hash(a) != content_hash(c)
+    d = {"messages": [{"role": "user", "content": "Hello world!"}, {"role": "assistant", "content": "Hi", "weight": 1}]}
+    assert content_hash(a) != content_hash(d)
+
+
+def test_both_sides_keep_input_order() -> None:
+    train, val = split_by_hash([f"h{i}" for i in range(1000)], 0.1, 42)
+    assert len(val) == 100 and train == sorted(train) and val == sorted(val)
+    assert not set(train) & set(val)

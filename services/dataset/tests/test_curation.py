@@ -1,4 +1,4 @@
-"""Tests for tunery_dataset.curation: duplicates, splits, token stats, epochs."""
+"""Tests for tunery_dataset.curation: example text, MinHash, duplicates, token stats, epochs."""
 
 from __future__ import annotations
 
@@ -17,17 +17,17 @@ import numpy as np
 import pytest
 from datasketch import MinHash
 
+from tunery.split import content_hash
 from tunery_dataset import curation
 from tunery_dataset.curation import (
     DuplicateGroup,
     TokenStats,
     auto_epochs,
-    content_hash,
     example_text,
     find_duplicates,
-    split_ids,
     token_stats,
 )
+from tunery_dataset.curation import minhash as mh
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 VOCAB = [f"{a}{b}" for a in ("alpha", "bravo", "delta", "echo", "kilo", "lima", "oscar", "tango") for b in range(400)]
@@ -101,32 +101,6 @@ def test_example_text_legacy_and_preference() -> None:
     }
     assert example_text(pref) == "user: Hi\npreferred assistant: Hello!\nnon_preferred assistant: What?"
     assert example_text({"something": "else"}) == ""
-
-
-# ---------------------------------------------------------------- content_hash
-
-
-def test_content_hash_ignores_formatting_but_not_content_or_weight() -> None:
-    a = {"messages": [{"role": "user", "content": "Hello  world"}, {"role": "assistant", "content": "Hi", "weight": 1}]}
-    b = {
-        "messages": [
-            {"content": "  Hello\n\tworld ", "role": "user"},
-            {"weight": 1.0, "role": "assistant", "content": "Hi\n"},
-        ]
-    }
-    assert content_hash(a) == content_hash(b)
-    nbsp = {
-        "messages": [
-            {"role": "user", "content": "Hello\u00a0\u3000world"},
-            {"role": "assistant", "content": "Hi", "weight": 1},
-        ]
-    }
-    assert content_hash(a) == content_hash(nbsp)
-    assert re.fullmatch(r"[0-9a-f]{64}", content_hash(a))
-    c = {"messages": [{"role": "user", "content": "Hello world"}, {"role": "assistant", "content": "Hi", "weight": 0}]}
-    assert content_hash(a) != content_hash(c)
-    d = {"messages": [{"role": "user", "content": "Hello world!"}, {"role": "assistant", "content": "Hi", "weight": 1}]}
-    assert content_hash(a) != content_hash(d)
 
 
 # ---------------------------------------------------------------- find_duplicates
@@ -215,9 +189,9 @@ def test_groups_are_stars_around_the_first_example() -> None:
     assert len(ids) == len(set(ids))
     texts = dict(items)
     for group in groups:
-        kept = curation._minhash([example_text(texts[group.ids[0]])])[0][0]
+        kept = mh.minhash([example_text(texts[group.ids[0]])])[0][0]
         for member in group.ids[1:]:
-            sig = curation._minhash([example_text(texts[member])])[0][0]
+            sig = mh.minhash([example_text(texts[member])])[0][0]
             assert (sig == kept).mean() >= 0.85
     assert groups[0].ids[0] == "s0"
 
@@ -308,7 +282,7 @@ def test_signatures_match_datasketch_and_words_match_regex() -> None:
     alphabet = list("abcXYZ_09 \n\t.,;-éß日本İ—“")
     texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 120))) for _ in range(60)]
     texts += [words(rng, 80), "one", "", "Hello, World! hello world"]
-    word_hashes, word_counts = curation._word_hashes(texts)
+    word_hashes, word_counts = mh._word_hashes(texts)
     seen: dict[str, int] = {}
     offset = 0
     for text, count in zip(texts, word_counts, strict=True):
@@ -319,13 +293,13 @@ def test_signatures_match_datasketch_and_words_match_regex() -> None:
         offset += count
     assert len(set(seen.values())) == len(seen)
 
-    hashes, counts = curation._shingle_hashes(texts)
-    sig = curation._signatures(hashes, counts)
+    hashes, counts = mh._shingle_hashes(texts)
+    sig = mh._signatures(hashes, counts)
     offset = 0
     for row, count in enumerate(counts.tolist()):
         values = hashes[offset : offset + count].tolist()
         offset += count
-        reference = MinHash(num_perm=curation.NUM_PERM, seed=curation.MINHASH_SEED, hashfunc=int)
+        reference = MinHash(num_perm=mh.NUM_PERM, seed=mh.MINHASH_SEED, hashfunc=int)
         reference.update_batch(values)
         assert np.array_equal(reference.hashvalues, sig[row])
 
@@ -333,8 +307,8 @@ def test_signatures_match_datasketch_and_words_match_regex() -> None:
 def test_chunking_does_not_change_results(monkeypatch: pytest.MonkeyPatch) -> None:
     items = _sample_dataset()
     expected = find_duplicates(items)
-    monkeypatch.setattr(curation, "_CHUNK_CHARS", 200)  # most texts get a chunk of their own
-    monkeypatch.setattr(curation, "_BLOCK_SHINGLES", 7)
+    monkeypatch.setattr(mh, "_CHUNK_CHARS", 200)  # most texts get a chunk of their own
+    monkeypatch.setattr(mh, "_BLOCK_SHINGLES", 7)
     assert find_duplicates(items) == expected
 
 
@@ -366,52 +340,6 @@ def test_find_duplicates_100k_benchmark() -> None:
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     print(f"\nfind_duplicates(100k): {wall:.1f}s wall, {cpu:.1f}s CPU, {len(groups)} groups")
     assert wall < 60
-
-
-# ---------------------------------------------------------------- split_ids
-
-
-def test_split_is_seeded_disjoint_complete_and_ordered() -> None:
-    ids = [f"ex{i}" for i in range(1000)]
-    train, val = split_ids(ids, 0.1, seed=42)
-    assert (train, val) == split_ids(ids, 0.1, seed=42)
-    assert split_ids(ids, 0.1, seed=43)[1] != val
-    assert len(val) == 100
-    assert not set(train) & set(val)
-    assert sorted(train + val) == sorted(ids)
-    position = {x: i for i, x in enumerate(ids)}
-    assert [position[x] for x in train] == sorted(position[x] for x in train)
-    assert [position[x] for x in val] == sorted(position[x] for x in val)
-
-
-def test_split_is_stable_when_examples_are_added() -> None:
-    ids = [f"ex{i}" for i in range(1000)]
-    _, val = split_ids(ids, 0.1, seed=1)
-    _, val_more = split_ids([*ids, "new-a", "new-b", "new-c"], 0.1, seed=1)
-    assert len(set(val) & set(val_more)) >= 97
-
-
-def test_split_sizes() -> None:
-    assert [
-        len(split_ids([str(i) for i in range(n)], f, 0)[1]) for n, f in ((2, 0.01), (10, 0.25), (10, 0.26), (2, 0.9))
-    ] == [
-        1,
-        2,  # round(2.5) == 2
-        3,
-        1,  # training keeps at least one example
-    ]
-
-
-@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, 1.5])
-def test_split_rejects_fraction_outside_open_interval(fraction: float) -> None:
-    with pytest.raises(ValueError, match=r"validation_fraction must be strictly between 0 and 1, got"):
-        split_ids(["a", "b", "c"], fraction, seed=0)
-
-
-@pytest.mark.parametrize("ids", [[], ["only"]])
-def test_split_rejects_fewer_than_two_ids(ids: list[str]) -> None:
-    with pytest.raises(ValueError, match=f"need at least 2 examples .* got {len(ids)}"):
-        split_ids(ids, 0.2, seed=0)
 
 
 # ---------------------------------------------------------------- token_stats

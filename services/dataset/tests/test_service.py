@@ -11,11 +11,15 @@ from typing import Any
 
 import grpc
 import pytest
+from sqlalchemy import update
 
 from tunery.dataset.v1 import dataset_pb2 as pb
 from tunery.errors import FailedPrecondition, InvalidArgument, NotFound
 from tunery.runtime.grpcerrors import from_rpc_error
+from tunery.split import split_examples
 from tunery.testing import EventLog
+from tunery_dataset.models import D, now
+from tunery_dataset.records import UPLOAD_LOCK_TTL
 from tunery_dataset.testing import Service
 
 
@@ -194,30 +198,54 @@ def test_huge_line_and_oversized_upload(service: Service) -> None:
 
 
 def test_concurrent_upload_is_refused(service: Service) -> None:
+    """A second upload into a draft that an upload holds is refused; the first one is unharmed.
+
+    Deterministic under any load: the probe runs only once the dataset says the first upload holds the lock, so it
+    can only be refused (a probe sent earlier could take the lock itself and make the first upload the refused one).
+    """
     ds = new_dataset(service)
     release = threading.Event()
 
     def slow() -> Iterator[pb.UploadExamplesRequest]:
         yield pb.UploadExamplesRequest(header=pb.UploadHeader(dataset=ds.id, filename="a.jsonl"))
         yield pb.UploadExamplesRequest(chunk=jsonl([chat(1)]))
-        release.wait(30)
+        release.wait(120)
         yield pb.UploadExamplesRequest(chunk=jsonl([chat(2)]))
 
+    def uploading() -> bool:
+        return service.stub.GetDataset(pb.GetDatasetRequest(dataset=ds.id)).dataset.upload_in_progress
+
+    assert not uploading()
     first = service.stub.UploadExamples.future(slow())
-    seen = None
     try:
-        for _ in range(200):  # until the first upload holds the lock
-            try:
-                service.stub.UploadExamples(requests(jsonl([chat(3)]), ds.id))
-            except grpc.RpcError as rpc_err:
-                seen = from_rpc_error(rpc_err)
-                break
-            time.sleep(0.02)
+        deadline = time.monotonic() + 120
+        while not uploading():
+            if first.done():
+                first.result()  # the upload ended without holding the lock: show why
+            assert time.monotonic() < deadline, "the first upload never took the lock"
+            time.sleep(0.005)
+        seen = err(service.stub.UploadExamples, requests(jsonl([chat(3)]), ds.id))
         assert isinstance(seen, FailedPrecondition) and seen.code == "upload_in_progress"
         assert "in progress" in seen.message
     finally:
         release.set()
-    assert first.result(30).examples_added == 2
+    assert first.result(120).examples_added == 2
+    assert not uploading()
+    assert draft_jsons(service, ds.id) == [chat(1), chat(2)]
+
+
+def test_a_lock_left_by_a_dead_upload_expires(service: Service) -> None:
+    """An upload whose process died keeps the lock only for UPLOAD_LOCK_TTL; then it is not "in progress" any more
+    and the next upload takes the lock over."""
+    ds = new_dataset(service)
+    store = service.app.service.store
+    store.lock_upload(ds.id)  # as a process that died mid-upload leaves it
+    assert service.stub.GetDataset(pb.GetDatasetRequest(dataset=ds.id)).dataset.upload_in_progress
+    assert err(service.stub.UploadExamples, requests(jsonl([chat(1)]), ds.id)).code == "upload_in_progress"
+    with store.engine.begin() as conn:
+        conn.execute(update(D).where(D.c.id == ds.id).values(upload_started_at=now() - UPLOAD_LOCK_TTL * 1.01))
+    assert not service.stub.GetDataset(pb.GetDatasetRequest(dataset=ds.id)).dataset.upload_in_progress
+    assert service.stub.UploadExamples(requests(jsonl([chat(1)]), ds.id)).examples_added == 1
 
 
 def test_examples_edit_tag_filter_and_versions(service: Service, event_log: EventLog) -> None:
@@ -281,6 +309,31 @@ def test_split_is_seeded(service: Service) -> None:
     assert sorted(map(json.dumps, train + val)) == sorted(json.dumps(chat(i)) for i in range(40))
     e = err(service.stub.SplitVersion, pb.SplitVersionRequest(dataset=ds.id, version=1, validation_fraction=1.5))
     assert e.field == "validation_fraction"
+
+
+def test_the_same_file_splits_the_same_way_everywhere(service: Service) -> None:
+    """Split by content: two datasets, and the same file uploaded again into one draft (new example ids), give the
+    same validation examples, and the ones the trainer's split (the same `tunery.split` function) picks."""
+    rows = [chat(i) for i in range(40)] + [chat(7), chat(7)]  # exact copies are told apart the same way too
+    data = jsonl(rows)
+    _, want = split_examples(rows, 0.2, seed=11)
+    expected = b"".join(json.dumps(rows[i]).encode() + b"\n" for i in want)
+    first, second = new_dataset(service), new_dataset(service)
+    exports, digests, ids = [], set(), []
+    for ds in (first, second, second):
+        service.stub.UploadExamples(requests(data, ds.id, replace=True))
+        v = service.stub.FreezeVersion(pb.FreezeVersionRequest(dataset=ds.id)).version
+        split = service.stub.SplitVersion(
+            pb.SplitVersionRequest(dataset=ds.id, version=v.number, validation_fraction=0.2, seed=11)
+        ).validation
+        req = pb.ExportVersionRequest(dataset=ds.id, version=split.number)
+        exports.append(b"".join(c.chunk for c in service.stub.ExportVersion(req)))
+        digests.add(split.content_sha256)
+        listed = service.stub.ListExamples(pb.ListExamplesRequest(dataset=ds.id, version=split.number))
+        ids.append(frozenset(e.id for e in listed.examples))
+    assert exports == [expected] * 3 and len(want) == 8
+    assert len(digests) == 1
+    assert len(set(ids)) == 3, "every upload has new example ids, yet the split is the same"
 
 
 def test_dedup_reports_then_removes(service: Service) -> None:

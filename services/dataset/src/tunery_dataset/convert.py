@@ -5,7 +5,7 @@ from __future__ import annotations
 from tunery.dataset.v1 import dataset_pb2 as pb
 from tunery.runtime.protoconv import ts
 from tunery_dataset.curation import DuplicateGroup
-from tunery_dataset.store import DatasetInfo, ExampleInfo, VersionInfo
+from tunery_dataset.records import DatasetInfo, ExampleInfo, VersionInfo
 
 
 def dataset(d: DatasetInfo) -> pb.Dataset:
@@ -19,6 +19,7 @@ def dataset(d: DatasetInfo) -> pb.Dataset:
         latest_version=d.latest_version,
         format=d.format,
         draft_modified=d.draft_modified,
+        upload_in_progress=d.upload_in_progress,
     )
 
 

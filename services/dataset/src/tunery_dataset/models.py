@@ -87,3 +87,12 @@ class VersionReference(SQLModel, table=True):
     version: int = Field(primary_key=True)
     reference: str = Field(primary_key=True, max_length=200)
     created_at: datetime = Field(default_factory=now)
+
+
+# The tables as SQLAlchemy Core objects, for the hand-written SQL of store.py and versions.py.
+D = DatasetRow.__table__
+B = ExampleBlob.__table__
+E = DraftEntry.__table__
+V = VersionRow.__table__
+VE = VersionEntry.__table__
+VR = VersionReference.__table__

@@ -15,11 +15,12 @@ import orjson
 from tunery.errors import FailedPrecondition, InvalidArgument, Problem, ResourceExhausted
 from tunery.models import resolve
 from tunery.runtime.events import EventPublisher
+from tunery.split import content_hash, split_by_hash
 from tunery_dataset import curation, tokens
+from tunery_dataset.records import DatasetInfo, ExampleInfo, VersionInfo, check_tags
 from tunery_dataset.settings import DatasetSettings
-from tunery_dataset.store import DatasetInfo, DatasetStore, ExampleInfo, VersionInfo, check_tags
+from tunery_dataset.store import DatasetStore
 from tunery_dataset.validation import JsonlValidator, UploadTooLarge, validate_object
-from tunery_dataset.validation import Problem as LineProblem
 
 log = logging.getLogger("tunery.dataset")
 T = TypeVar("T")
@@ -54,10 +55,6 @@ class Stats:
     stats: curation.TokenStats
 
 
-def _problem(p: LineProblem, filename: str) -> Problem:
-    return Problem(code=p.code, message=p.message, field=p.field, line=p.line, file=filename, severity=p.severity)
-
-
 def _parse_example(raw: str, field_name: str = "json") -> tuple[str, dict[str, Any], list[Problem]]:
     """Validate one hand-written example; errors name the field."""
     if not raw:
@@ -75,9 +72,9 @@ def _parse_example(raw: str, field_name: str = "json") -> tuple[str, dict[str, A
             f"the example is not valid: {errors[0].message if errors else 'unknown format'}",
             code="invalid_example",
             field=field_name,
-            problems=tuple(_problem(p, "") for p in errors),
+            problems=tuple(errors),
         )
-    return fmt, obj, [_problem(p, "") for p in problems if p.severity == "warning"]
+    return fmt, obj, [p for p in problems if p.severity == "warning"]
 
 
 class DatasetService:
@@ -144,9 +141,13 @@ class DatasetService:
         if store:
             ds, token = await self._run(self.store.lock_upload, header.dataset)
         spool = self.spool_dir / f"upload-{os.getpid()}-{id(header)}-{token or 'check'}.jsonl"
+        name = header.filename or "upload"
         try:
             validator = JsonlValidator(
-                max_line_bytes=s.max_line_bytes, max_file_bytes=s.max_upload_bytes, max_problems=s.max_problems
+                max_line_bytes=s.max_line_bytes,
+                max_file_bytes=s.max_upload_bytes,
+                max_problems=s.max_problems,
+                filename=name,
             )
             with spool.open("wb") as out:
 
@@ -161,17 +162,16 @@ class DatasetService:
                     await self._run(consume, None)
                 except UploadTooLarge as err:
                     raise ResourceExhausted(str(err), code="file_too_large", field="chunk") from err
-            name = header.filename or "upload"
             if not validator.ok:
                 first = validator.errors[0].message if validator.errors else ""
                 raise InvalidArgument(
                     f"{name}: rejected, nothing stored: {validator.error_count} problem(s); first: {first}",
                     code="validation_failed",
                     field="chunk",
-                    problems=tuple(_problem(p, name) for p in validator.errors),
+                    problems=tuple(validator.errors),
                     problem_count=validator.error_count,
                 )
-            warnings = [_problem(p, name) for p in validator.warnings]
+            warnings = list(validator.warnings)
             warning_count = validator.warning_count
             fmt = validator.format or ""
             if base is not None:
@@ -297,14 +297,20 @@ class DatasetService:
             )
 
         def work() -> tuple[VersionInfo, VersionInfo]:
-            ids = [eid for eid, _ in self.store.iter_contents(ref, number)]
+            # By content, not by example id (new on every upload): the same file splits the same way in any
+            # dataset, and exactly as the trainer splits it (both call `tunery.split`).
+            ids: list[str] = []
+            hashes: list[str] = []
+            for eid, raw in self.store.iter_contents(ref, number):
+                ids.append(eid)
+                hashes.append(content_hash(orjson.loads(raw)))
             try:
-                train, val = curation.split_ids(ids, fraction, seed)
+                train, val = split_by_hash(hashes, fraction, seed)
             except ValueError as err:
                 raise FailedPrecondition(
                     f"cannot split version {number}: {err}", code="too_few_examples", field="version"
                 ) from err
-            return self.store.split(ref, number, train, val, seed, fraction)
+            return self.store.split(ref, number, [ids[i] for i in train], [ids[i] for i in val], seed, fraction)
 
         train_v, val_v = await self._run(work)
         ds = await self.get(train_v.dataset_id)

@@ -1,13 +1,13 @@
-"""All database I/O of the dataset service (synchronous; the service runs it in worker threads)."""
+"""All database I/O of the dataset service (synchronous; the service runs it in worker threads).
+
+`DatasetStore` opens one transaction per call; the SQL of immutable versions lives in `versions`, the records it
+returns in `records`.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import re
 import uuid
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from collections.abc import Iterator
 
 from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
@@ -15,122 +15,21 @@ from sqlalchemy.exc import IntegrityError
 
 from tunery.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from tunery.pagination import next_token, page_bounds
-from tunery_dataset.models import (
-    DatasetRow,
-    DraftEntry,
-    ExampleBlob,
-    VersionEntry,
-    VersionReference,
-    VersionRow,
-    now,
+from tunery_dataset import versions
+from tunery_dataset.models import VE, VR, B, D, E, V, now
+from tunery_dataset.records import (
+    UPLOAD_LOCK_TTL,
+    DatasetInfo,
+    ExampleInfo,
+    VersionInfo,
+    check_name,
+    dataset_info,
+    decode_tags,
+    encode_tags,
+    new_id,
 )
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 BATCH = 2000
-# An upload lock older than this is considered abandoned (its process died) and may be taken over.
-UPLOAD_LOCK_TTL = timedelta(hours=6)
-
-D = DatasetRow.__table__
-B = ExampleBlob.__table__
-E = DraftEntry.__table__
-V = VersionRow.__table__
-VE = VersionEntry.__table__
-VR = VersionReference.__table__
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:20]}"
-
-
-def check_name(name: str, field_name: str = "name") -> str:
-    if not name:
-        raise InvalidArgument(f"field '{field_name}' is required", code="missing_field", field=field_name)
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise InvalidArgument(
-            f"dataset name {name!r} contains control characters", code="invalid_name", field=field_name
-        )
-    if not NAME_RE.match(name) or ".." in name:
-        raise InvalidArgument(
-            f"dataset name {name!r} is not allowed: use 1-64 letters, digits, '-', '_' or '.', starting with a letter "
-            "or digit, without '..' or '/'",
-            code="invalid_name",
-            field=field_name,
-        )
-    return name
-
-
-def check_tags(tags: Iterable[str], field_name: str = "tags") -> list[str]:
-    out = []
-    for i, t in enumerate(tags):
-        if not TAG_RE.match(t):
-            raise InvalidArgument(
-                f"tag {t!r} is not allowed: 1-64 letters, digits, '_', '.', ':' or '-'",
-                code="invalid_tag",
-                field=f"{field_name}[{i}]",
-            )
-        out.append(t)
-    return sorted(set(out))
-
-
-def encode_tags(tags: Iterable[str]) -> str:
-    return "|" + "".join(f"{t}|" for t in sorted(set(tags)))
-
-
-def decode_tags(s: str) -> list[str]:
-    return [t for t in s.split("|") if t]
-
-
-@dataclass(frozen=True, slots=True)
-class DatasetInfo:
-    id: str
-    name: str
-    description: str
-    format: str
-    created_at: datetime
-    updated_at: datetime
-    latest_version: int
-    draft_modified: bool
-    draft_count: int
-
-
-@dataclass(frozen=True, slots=True)
-class VersionInfo:
-    dataset_id: str
-    number: int
-    example_count: int
-    content_sha256: str
-    message: str
-    split: str
-    parent_version: int
-    format: str
-    created_at: datetime
-    references: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class ExampleInfo:
-    id: str
-    dataset_id: str
-    json: str
-    tags: list[str]
-    position: int
-    created_at: datetime
-
-
-def _ds(row: object) -> DatasetInfo:
-    r = row._mapping  # type: ignore[attr-defined]
-    return DatasetInfo(
-        r["id"],
-        r["name"],
-        r["description"],
-        r["format"],
-        r["created_at"],
-        r["updated_at"],
-        r["latest_version"],
-        bool(r["draft_modified"]),
-        r["draft_count"],
-    )
 
 
 class DatasetStore:
@@ -146,7 +45,7 @@ class DatasetStore:
         row = conn.execute(select(D).where((D.c.id == ref) | (D.c.name == ref))).first()
         if row is None:
             raise NotFound(f"dataset {ref!r} not found", code="dataset_not_found", field=field_name)
-        return _ds(row)
+        return dataset_info(row)
 
     def get(self, ref: str) -> DatasetInfo:
         with self.engine.connect() as conn:
@@ -182,7 +81,7 @@ class DatasetStore:
         with self.engine.connect() as conn:
             total = conn.execute(select(func.count()).select_from(D)).scalar_one()
             rows = conn.execute(select(D).order_by(D.c.created_at, D.c.id).offset(offset).limit(size)).all()
-        return [_ds(r) for r in rows], next_token(offset, size, total), total
+        return [dataset_info(r) for r in rows], next_token(offset, size, total), total
 
     def update(self, ref: str, name: str, description: str | None) -> DatasetInfo:
         values: dict[str, object] = {"updated_at": now()}
@@ -449,7 +348,7 @@ class DatasetStore:
         with self.engine.connect() as conn:
             ds = self._find(conn, ref)
             if version:
-                self._version(conn, ds, version)
+                versions.get(conn, ds, version)
                 t = VE
                 cond = [VE.c.dataset_id == ds.id, VE.c.version == version]
             else:
@@ -474,7 +373,7 @@ class DatasetStore:
         with self.engine.connect() as conn:
             ds = self._find(conn, ref)
             if version:
-                self._version(conn, ds, version)
+                versions.get(conn, ds, version)
             t = VE if version else E
             cond = [t.c.dataset_id == ds.id] + ([VE.c.version == version] if version else [])
             last = -1
@@ -493,49 +392,13 @@ class DatasetStore:
                 last = rows[-1].position
 
     # ---- versions -------------------------------------------------------------------------------------------
-    def _version(self, conn: Connection, ds: DatasetInfo, number: int) -> VersionInfo:
-        row = conn.execute(select(V).where(V.c.dataset_id == ds.id, V.c.number == number)).first()
-        if row is None:
-            have = (
-                ", ".join(
-                    str(n)
-                    for n in conn.execute(
-                        select(V.c.number).where(V.c.dataset_id == ds.id).order_by(V.c.number)
-                    ).scalars()
-                )
-                or "none"
-            )
-            raise NotFound(
-                f"dataset {ds.name!r} has no version {number} (versions: {have})",
-                code="version_not_found",
-                field="version",
-            )
-        refs = list(
-            conn.execute(
-                select(VR.c.reference).where(VR.c.dataset_id == ds.id, VR.c.version == number).order_by(VR.c.reference)
-            ).scalars()
-        )
-        m = row._mapping
-        return VersionInfo(
-            ds.id,
-            m["number"],
-            m["example_count"],
-            m["content_sha256"],
-            m["message"],
-            m["split"],
-            m["parent_version"],
-            m["format"],
-            m["created_at"],
-            refs,
-        )
-
     def get_version(self, ref: str, number: int) -> VersionInfo:
         if number <= 0:
             raise InvalidArgument(
                 "field 'version' must be a version number >= 1", code="missing_field", field="version"
             )
         with self.engine.connect() as conn:
-            return self._version(conn, self._find(conn, ref), number)
+            return versions.get(conn, self._find(conn, ref), number)
 
     def list_versions(self, ref: str, page_size: int, page_token: str) -> tuple[list[VersionInfo], str, int]:
         offset, size = page_bounds(page_size, page_token)
@@ -549,130 +412,22 @@ class DatasetStore:
                 .scalars()
                 .all()
             )
-            return [self._version(conn, ds, n) for n in nums], next_token(offset, size, total), total
-
-    def _digest(self, conn: Connection, ds_id: str, version: int) -> str:
-        h = hashlib.sha256()
-        last = -1
-        while True:
-            rows = conn.execute(
-                select(VE.c.position, B.c.content)
-                .join(B, B.c.id == VE.c.blob_id)
-                .where(VE.c.dataset_id == ds_id, VE.c.version == version, VE.c.position > last)
-                .order_by(VE.c.position)
-                .limit(BATCH)
-            ).all()
-            if not rows:
-                return h.hexdigest()
-            for r in rows:
-                h.update(r.content.encode())
-                h.update(b"\n")
-            last = rows[-1].position
-
-    def _new_version(
-        self, conn: Connection, ds: DatasetInfo, message: str, split: str = "", parent: int = 0, fmt: str = ""
-    ) -> int:
-        number = (conn.execute(select(func.max(V.c.number)).where(V.c.dataset_id == ds.id)).scalar() or 0) + 1
-        conn.execute(
-            insert(V).values(
-                dataset_id=ds.id,
-                number=number,
-                message=message,
-                split=split,
-                parent_version=parent,
-                format=fmt or ds.format,
-                created_at=now(),
-            )
-        )
-        return number
-
-    def _finish_version(self, conn: Connection, ds_id: str, number: int) -> None:
-        count = conn.execute(
-            select(func.count()).select_from(VE).where(VE.c.dataset_id == ds_id, VE.c.version == number)
-        ).scalar_one()
-        conn.execute(
-            update(V)
-            .where(V.c.dataset_id == ds_id, V.c.number == number)
-            .values(example_count=count, content_sha256=self._digest(conn, ds_id, number))
-        )
+            return [versions.get(conn, ds, n) for n in nums], next_token(offset, size, total), total
 
     def freeze(self, ref: str, message: str) -> VersionInfo:
         with self.engine.begin() as conn:
-            ds = self._find(conn, ref)
-            if ds.draft_count == 0:
-                raise FailedPrecondition(
-                    f"dataset {ds.name!r} has no examples to freeze; upload or add some first",
-                    code="empty_dataset",
-                    field="dataset",
-                )
-            number = self._new_version(conn, ds, message)
-            # Positions are renumbered 0..n-1 so a version reads as a plain list.
-            rows = conn.execute(
-                select(E.c.example_id, E.c.blob_id, E.c.tags).where(E.c.dataset_id == ds.id).order_by(E.c.position)
-            ).all()
-            batch = []
-            for i, r in enumerate(rows):
-                batch.append(
-                    {
-                        "dataset_id": ds.id,
-                        "version": number,
-                        "position": i,
-                        "example_id": r.example_id,
-                        "blob_id": r.blob_id,
-                        "tags": r.tags,
-                    }
-                )
-                if len(batch) >= BATCH:
-                    conn.execute(insert(VE), batch)
-                    batch = []
-            if batch:
-                conn.execute(insert(VE), batch)
-            self._finish_version(conn, ds.id, number)
-            conn.execute(
-                update(D).where(D.c.id == ds.id).values(latest_version=number, draft_modified=False, updated_at=now())
-            )
-            return self._version(conn, ds, number)
+            return versions.freeze(conn, self._find(conn, ref), message)
 
     def split(
         self, ref: str, number: int, train_ids: list[str], val_ids: list[str], seed: int, fraction: float
     ) -> tuple[VersionInfo, VersionInfo]:
         with self.engine.begin() as conn:
-            ds = self._find(conn, ref)
-            parent = self._version(conn, ds, number)
-            rows = {
-                r.example_id: r
-                for r in conn.execute(
-                    select(VE.c.example_id, VE.c.blob_id, VE.c.tags).where(
-                        VE.c.dataset_id == ds.id, VE.c.version == number
-                    )
-                ).all()
-            }
-            made = []
-            for split_name, ids in (("train", train_ids), ("validation", val_ids)):
-                msg = f"{split_name} split of version {number} (validation_fraction={fraction}, seed={seed})"
-                n = self._new_version(conn, ds, msg, split=split_name, parent=number, fmt=parent.format)
-                batch = [
-                    {
-                        "dataset_id": ds.id,
-                        "version": n,
-                        "position": i,
-                        "example_id": eid,
-                        "blob_id": rows[eid].blob_id,
-                        "tags": rows[eid].tags,
-                    }
-                    for i, eid in enumerate(ids)
-                ]
-                for i in range(0, len(batch), BATCH):
-                    conn.execute(insert(VE), batch[i : i + BATCH])
-                self._finish_version(conn, ds.id, n)
-                made.append(n)
-            conn.execute(update(D).where(D.c.id == ds.id).values(latest_version=made[-1], updated_at=now()))
-            return self._version(conn, ds, made[0]), self._version(conn, ds, made[1])
+            return versions.split(conn, self._find(conn, ref), number, train_ids, val_ids, seed, fraction)
 
     def delete_version(self, ref: str, number: int) -> VersionInfo:
         with self.engine.begin() as conn:
             ds = self._find(conn, ref)
-            v = self._version(conn, ds, number)
+            v = versions.get(conn, ds, number)
             if v.references:
                 raise FailedPrecondition(
                     f"version {number} of dataset {ds.name!r} is used by {', '.join(v.references[:5])}; "
@@ -692,11 +447,11 @@ class DatasetStore:
             raise InvalidArgument("field 'reference' is required", code="missing_field", field="reference")
         with self.engine.begin() as conn:
             ds = self._find(conn, ref)
-            self._version(conn, ds, number)
+            versions.get(conn, ds, number)
             cond = (VR.c.dataset_id == ds.id, VR.c.version == number, VR.c.reference == reference)
             exists = conn.execute(select(VR.c.reference).where(*cond)).first()
             if add and not exists:
                 conn.execute(insert(VR).values(dataset_id=ds.id, version=number, reference=reference, created_at=now()))
             elif not add:
                 conn.execute(delete(VR).where(*cond))
-            return self._version(conn, ds, number)
+            return versions.get(conn, ds, number)

@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Dataset(_message.Message):
-    __slots__ = ("id", "name", "description", "create_time", "update_time", "draft_example_count", "latest_version", "format", "draft_modified")
+    __slots__ = ("id", "name", "description", "create_time", "update_time", "draft_example_count", "latest_version", "format", "draft_modified", "upload_in_progress")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -21,6 +21,7 @@ class Dataset(_message.Message):
     LATEST_VERSION_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     DRAFT_MODIFIED_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_IN_PROGRESS_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     description: str
@@ -30,7 +31,8 @@ class Dataset(_message.Message):
     latest_version: int
     format: str
     draft_modified: bool
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., draft_example_count: _Optional[int] = ..., latest_version: _Optional[int] = ..., format: _Optional[str] = ..., draft_modified: _Optional[bool] = ...) -> None: ...
+    upload_in_progress: bool
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., draft_example_count: _Optional[int] = ..., latest_version: _Optional[int] = ..., format: _Optional[str] = ..., draft_modified: _Optional[bool] = ..., upload_in_progress: _Optional[bool] = ...) -> None: ...
 
 class Version(_message.Message):
     __slots__ = ("dataset_id", "number", "example_count", "create_time", "content_sha256", "message", "split", "parent_version", "references", "format")
