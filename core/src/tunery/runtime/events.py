@@ -43,6 +43,18 @@ async def connect(url: str, *, name: str) -> NATS:
     async def back() -> None:
         log.info("%s reconnected to NATS at %s", name, url)
 
+    # nats-py's default error callback logs a whole traceback on every failed attempt (twice a second while NATS is
+    # down); one line when the error changes, then a reminder every 30 s, says the same.
+    said: dict[str, float] = {"at": 0.0}
+    last = [""]
+
+    async def error(err: Exception) -> None:
+        text = f"{type(err).__name__}: {err}"
+        now = asyncio.get_running_loop().time()
+        if text != last[0] or now - said["at"] >= 30:
+            log.warning("%s cannot reach NATS at %s (%s); retrying", name, url, text)
+            said["at"], last[0] = now, text
+
     await nc.connect(
         url,
         name=name,
@@ -52,6 +64,7 @@ async def connect(url: str, *, name: str) -> NATS:
         allow_reconnect=True,
         disconnected_cb=lost,
         reconnected_cb=back,
+        error_cb=error,
     )
     return nc
 

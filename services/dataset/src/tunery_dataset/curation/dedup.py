@@ -9,7 +9,6 @@ from functools import lru_cache
 from typing import Any, Literal
 
 import numpy as np
-from datasketch import MinHashLSH
 
 from tunery.split import content_hash
 from tunery_dataset.curation.minhash import MIX_MUL, NUM_PERM, fmix64, minhash
@@ -50,6 +49,8 @@ def _lsh_params(threshold: float) -> tuple[int, int]:
     whose signatures (nearly) all match.
     """
     try:
+        from datasketch import MinHashLSH  # lazily: datasketch (and the scipy it loads) costs ~1 s at import
+
         lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM, weights=LSH_WEIGHTS)
     except ValueError:
         return 2, NUM_PERM // 2

@@ -13,7 +13,6 @@ from collections.abc import Iterator, Sequence
 from functools import lru_cache
 
 import numpy as np
-from datasketch import MinHash
 
 __all__ = ["MINHASH_SEED", "MIX_MUL", "NUM_PERM", "fmix64", "minhash"]
 
@@ -185,6 +184,8 @@ def _shingle_hashes(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
 @lru_cache(maxsize=1)
 def _permutations() -> tuple[np.ndarray, np.ndarray]:
     """datasketch's seeded affine32 permutation parameters (a odd, b)."""
+    from datasketch import MinHash  # lazily: datasketch (and the scipy it loads) costs ~1 s at import
+
     a, b = MinHash(num_perm=NUM_PERM, seed=MINHASH_SEED).permutations
     return a.astype(np.uint32), b.astype(np.uint32)
 
