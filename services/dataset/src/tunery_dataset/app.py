@@ -12,6 +12,7 @@ from tunery.runtime import events
 from tunery.runtime.server import GrpcServer, Registration
 from tunery.runtime.store import init_schema, make_engine
 from tunery_dataset import models  # noqa: F401 - registers the tables
+from tunery_dataset.publish import NatsDatasetEvents
 from tunery_dataset.server import DatasetServicer
 from tunery_dataset.service import DatasetService
 from tunery_dataset.settings import DatasetSettings
@@ -48,7 +49,7 @@ async def start(settings: DatasetSettings) -> DatasetApp:
     init_schema(engine)
     nc = await events.connect(settings.nats_url, name="tunery-dataset")
     await events.ensure_stream(nc)
-    service = DatasetService(settings, DatasetStore(engine), events.EventPublisher(nc, source="dataset"))
+    service = DatasetService(settings, DatasetStore(engine), NatsDatasetEvents(nc))
     server = GrpcServer(
         [Registration(DatasetServicer(service), dataset_pb2_grpc.add_DatasetServiceServicer_to_server, SERVICE_NAME)],
         settings.address,

@@ -8,13 +8,12 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import orjson
 
 from tunery.errors import FailedPrecondition, InvalidArgument, Problem, ResourceExhausted
 from tunery.models import resolve
-from tunery.runtime.events import EventPublisher
 from tunery.split import content_hash, split_by_hash
 from tunery_dataset import curation, tokens
 from tunery_dataset.records import DatasetInfo, ExampleInfo, VersionInfo, check_tags
@@ -77,8 +76,16 @@ def _parse_example(raw: str, field_name: str = "json") -> tuple[str, dict[str, A
     return fmt, obj, [p for p in problems if p.severity == "warning"]
 
 
+class DatasetEvents(Protocol):
+    """Where the service announces what changed (NATS in production: `publish.NatsDatasetEvents`)."""
+
+    async def publish(
+        self, event_type: str, ds: DatasetInfo, version: VersionInfo | None, event_id: str | None
+    ) -> None: ...
+
+
 class DatasetService:
-    def __init__(self, settings: DatasetSettings, store: DatasetStore, events: EventPublisher | None) -> None:
+    def __init__(self, settings: DatasetSettings, store: DatasetStore, events: DatasetEvents | None) -> None:
         self.settings = settings
         self.store = store
         self.events = events
@@ -93,11 +100,8 @@ class DatasetService:
     ) -> None:
         if self.events is None:
             return
-        from tunery_dataset import convert
-
-        payload = convert.dataset_event(ds, version)
         try:
-            await self.events.publish(event_type, ds.id, payload, event_id=event_id)
+            await self.events.publish(event_type, ds, version, event_id)
         except Exception:
             log.exception("event %s for %s not published", event_type, ds.id)
 
