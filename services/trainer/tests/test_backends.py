@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tunery.chatformat import IGNORE_INDEX, encode_example
 from tunery_trainer.backends.base import (
     CheckpointInfo,
     Control,
@@ -32,14 +33,7 @@ from tunery_trainer.backends.peft_backend import (
     segment_bounds,
 )
 from tunery_trainer.backends.trl_backend import TrlBackend, TrlBackendConfig
-from tunery_trainer.data import (
-    IGNORE_INDEX,
-    collate_padding_free,
-    encode_example,
-    encode_sft,
-    preference_rows,
-    shuffled_batches,
-)
+from tunery_trainer.data import collate_padding_free, encode_sft, preference_rows, shuffled_batches
 
 
 @dataclass
