@@ -76,17 +76,15 @@ class Rendered:
 # ---- messages ----
 
 
-def text_of(content: Any, where: str = "messages[0]") -> str:
-    """A message's content as one string: text parts joined; any other part is refused (`where` names the message)."""
+def text_of(content: Any, field: str = "content") -> str:
+    """Content as one string: text parts joined; any other part is refused (`field` names the content in errors)."""
     if content is None:
         return ""
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
         raise InvalidArgument(
-            f"{where}.content must be a string or an array of text parts",
-            code="invalid_content",
-            field=f"{where}.content",
+            f"{field} must be a string or an array of text parts", code="invalid_content", field=field
         )
     parts = []
     for j, part in enumerate(content):
@@ -94,9 +92,9 @@ def text_of(content: Any, where: str = "messages[0]") -> str:
         text = part.get("text") if isinstance(part, Mapping) else None
         if kind != "text" or not isinstance(text, str):
             raise InvalidArgument(
-                f"{where}.content[{j}] is of type {kind!r}; only text parts are supported",
+                f"{field}[{j}] is of type {kind!r}; only text parts are supported",
                 code="unsupported_content",
-                field=f"{where}.content",
+                field=field,
             )
         parts.append(text)
     return "".join(parts)
@@ -112,7 +110,7 @@ def normalize_messages(messages: Sequence[Mapping[str, Any]], field: str = "mess
         role = m.get("role")
         msg: dict[str, Any] = {
             "role": "system" if role == "developer" else role,
-            "content": text_of(m.get("content"), f"{field}[{i}]"),
+            "content": text_of(m.get("content"), f"{field}[{i}].content"),
         }
         for key in _KEPT:
             if m.get(key) is not None and (key != "tool_calls" or m[key]):
@@ -141,7 +139,9 @@ def _call_json(tc: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _native_call(tc: Mapping[str, Any]) -> dict[str, Any]:
-    fn = tc.get("function", tc)
+    if "function" not in tc:  # already the flat {name, arguments} shape
+        return {**tc, "arguments": _arguments(tc.get("arguments"))}
+    fn = tc["function"]
     return {**tc, "function": {**fn, "arguments": _arguments(fn.get("arguments"))}}
 
 
@@ -295,8 +295,8 @@ def render_example(tokenizer: Any, example: Mapping[str, Any]) -> Rendered:
         )
     if "prompt" in example:
         # Legacy format: raw text, no template; loss on the completion and an appended EOS (so it learns to stop).
-        prompt, completion = text_of(example["prompt"], "prompt"), text_of(example.get("completion"), "completion")
-        return Rendered(prompt + completion, [(len(prompt), len(prompt + completion))], True, True)
+        before, after = text_of(example["prompt"], "prompt"), text_of(example.get("completion"), "completion")
+        return Rendered(before + after, [(len(before), len(before + after))], True, True)
     raise InvalidArgument(f"unknown example format with keys {sorted(example)}", code="invalid_example_format")
 
 

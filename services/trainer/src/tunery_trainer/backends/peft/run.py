@@ -263,8 +263,8 @@ class Run:
         for m in self._empty_passes(len(passes)):
             self._loss_sums(m)
         if self.world > 1:
-            loss_sum, correct, count = self._sum_across_ranks(loss_sum, correct, count)
-            correct, count = int(correct), int(count)
+            loss_sum, correct_all, count_all = self._sum_across_ranks(loss_sum, correct, count)
+            correct, count = int(correct_all), int(count_all)
         self.model.train()
         self.valid = ValidationMetrics(self.step, loss_sum / max(count, 1), correct / max(count, 1))
         self.ctx.reporter.on_validation(self.valid)
