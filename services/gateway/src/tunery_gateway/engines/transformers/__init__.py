@@ -1,4 +1,4 @@
-"""In-process inference with transformers (`TUNERY_GATEWAY_ENGINE=transformers`), one folder as a plugin is.
+"""In-process inference with transformers (`TUNERY_GATEWAY_ENGINE=transformers`): the plugin, in one folder.
 
 - `engine`: the plugin (`TransformersEngine`): loads each base model once and routes calls to its worker;
 - `worker`: one thread per base model runs continuous batching over its calls (`BaseWorker`);
