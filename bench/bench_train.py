@@ -88,7 +88,8 @@ def valid_loss(model_dir: Path, adapter: Path, valid: list[dict[str, Any]]) -> f
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tunery_trainer.data import IGNORE_INDEX, collate_padding_free, encode_sft
+    from tunery.chatformat import IGNORE_INDEX
+    from tunery_trainer.data import collate_padding_free, encode_sft
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)

@@ -10,7 +10,7 @@ import pytest
 
 from tunery.errors import InvalidArgument
 from tunery_gateway.engines.text import TextTracker
-from tunery_gateway.engines.transformers_engine import sample_row
+from tunery_gateway.engines.transformers.sampling import sample_row
 from tunery_gateway.registry import check_model_name
 
 

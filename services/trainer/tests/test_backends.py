@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tunery.chatformat import IGNORE_INDEX, encode_example
 from tunery_trainer.backends.base import (
     CheckpointInfo,
     Control,
@@ -23,23 +24,11 @@ from tunery_trainer.backends.base import (
     TrainSpec,
     ValidationMetrics,
 )
-from tunery_trainer.backends.peft_backend import (
-    SEGMENTED_ATTENTION,
-    PeftBackend,
-    PeftBackendConfig,
-    _register_attention,
-    head_loss,
-    segment_bounds,
-)
-from tunery_trainer.backends.trl_backend import TrlBackend, TrlBackendConfig
-from tunery_trainer.data import (
-    IGNORE_INDEX,
-    collate_padding_free,
-    encode_example,
-    encode_sft,
-    preference_rows,
-    shuffled_batches,
-)
+from tunery_trainer.backends.peft import PeftBackend, PeftBackendConfig
+from tunery_trainer.backends.peft.attention import SEGMENTED_ATTENTION, register_attention, segment_bounds
+from tunery_trainer.backends.peft.loss import head_loss
+from tunery_trainer.backends.trl import TrlBackend, TrlBackendConfig
+from tunery_trainer.data import collate_padding_free, encode_sft, preference_rows, shuffled_batches
 
 
 @dataclass
@@ -179,7 +168,7 @@ def test_padding_free_rows_give_the_same_logits_as_separate_examples(tiny_model:
     items = [encode_example(tok, {"messages": m}) for m in msgs]
     batch = collate_padding_free(items)
     assert batch["position_ids"][0].tolist() == [*range(len(items[0].input_ids)), *range(len(items[1].input_ids))]
-    _register_attention()
+    register_attention()
     for attn in ("sdpa", "eager", SEGMENTED_ATTENTION):
         model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32, attn_implementation=attn).eval()
         kw = {"tunery_segments": segment_bounds(batch["position_ids"])} if attn == SEGMENTED_ATTENTION else {}

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from tunery.errors import InvalidArgument
+from tunery.chatformat import normalize_messages
 from tunery_gateway.openai.protocol import OpenAIModel, SamplingRequest
 
 
@@ -21,17 +21,6 @@ class ChatMessage(OpenAIModel):
     name: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
     tool_call_id: str | None = None
-
-    def text(self, index: int) -> str:
-        if self.content is None or isinstance(self.content, str):
-            return self.content or ""
-        parts = []
-        for j, part in enumerate(self.content):
-            if part.type != "text" or part.text is None:
-                raise InvalidArgument(f"messages[{index}].content[{j}] is of type {part.type!r}; only text parts are "
-                                      "supported", code="unsupported_content", field=f"messages[{index}].content")
-            parts.append(part.text)
-        return "".join(parts)
 
 
 class ChatCompletionRequest(SamplingRequest):
@@ -64,18 +53,9 @@ class ChatCompletionRequest(SamplingRequest):
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
     def template_messages(self) -> list[dict[str, Any]]:
-        """Messages as chat templates expect them: plain text content; `developer` is the newer name of `system`."""
-        out: list[dict[str, Any]] = []
-        for i, m in enumerate(self.messages):
-            msg: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role, "content": m.text(i)}
-            if m.name:
-                msg["name"] = m.name
-            if m.tool_calls:
-                msg["tool_calls"] = m.tool_calls
-            if m.tool_call_id:
-                msg["tool_call_id"] = m.tool_call_id
-            out.append(msg)
-        return out
+        """The messages as every service hands them to a chat template (`tunery.chatformat`): `developer` as
+        `system`, text parts joined (other parts are refused with `unsupported_content`)."""
+        return normalize_messages([m.model_dump(exclude_none=True) for m in self.messages])
 
 
 def completion_body(request_id: str, created: int, model: str, texts: list[str], reasons: list[str],

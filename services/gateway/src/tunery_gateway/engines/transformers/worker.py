@@ -1,38 +1,28 @@
-"""In-process inference with transformers: each base model loaded once, its LoRA adapters served by model name.
+"""Continuous batching for one base model, on a thread of its own.
 
-One worker thread per base model runs continuous batching: new calls join the running batch between decode steps
-(their prompt is prefilled on its own, then its KV cache is left-padded and stacked onto the batch's), finished or
-cancelled sequences leave it at once, and columns that became pure padding are trimmed. Calls for different adapters
-of one base share a batch: PEFT's mixed-batch forward (`adapter_names`) applies each row's adapter (rows of the base
-model skip the LoRA path); a batch whose rows all use one adapter, or none, takes the plain forward, which costs less.
-The event loop never runs torch; tokens reach it through `call_soon_threadsafe`, once per step.
-
-Why not transformers' own continuous batching (`generate_batch` / `init_continuous_batching`)? It has no per-request
-LoRA adapter, seed or stop strings, and the gateway needs all three; this loop is ~300 lines and measured in bench/.
+New calls join the running batch between decode steps (their prompt is prefilled on its own, then its KV cache is
+left-padded and stacked onto the batch's), finished or cancelled sequences leave it at once, and columns that became
+pure padding are trimmed. Rows of one batch may use different adapters (see `adapters.AdapterSet`). The event loop
+never runs torch; tokens reach it through `call_soon_threadsafe`, once per step.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import threading
 import time
-import warnings
 from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 
-from tunery.errors import FailedPrecondition, Internal, InvalidArgument, TuneryError, Unavailable
-from tunery.models import BaseModelSpec, base_model_folder, model_label, resolve
+from tunery.errors import Internal, TuneryError, Unavailable
 from tunery_gateway.engines.base import (
-    BASE_ADAPTER,
     AdapterRef,
     Event,
     Failed,
@@ -41,50 +31,19 @@ from tunery_gateway.engines.base import (
     GenerationRequest,
     ServedBase,
     TextDelta,
-    context_error,
 )
 from tunery_gateway.engines.text import TextTracker
+from tunery_gateway.engines.transformers.adapters import AdapterSet
+from tunery_gateway.engines.transformers.prompt import encode_request
+from tunery_gateway.engines.transformers.sampling import sample_row
 from tunery_gateway.errors import Overloaded
 from tunery_gateway.settings import GatewaySettings
 
 log = logging.getLogger("tunery.gateway.transformers")
-# PEFT warns when the adapter it deems "active" is evicted; rows always name their adapter, so "active" means nothing.
-warnings.filterwarnings("ignore", message=r"Adapter .* was active which is now deleted")
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def sample_row(logits: np.ndarray, temperature: float, top_p: float, rng: np.random.Generator) -> int:
-    """One token from softmax(logits / temperature), restricted to the top-p nucleus; exact.
-
-    The nucleus is looked for among the 256 likeliest tokens first (one argpartition), and the whole vocabulary is
-    sorted only when those do not reach top_p.
-    """
-    x = logits.astype(np.float64) / temperature
-    x -= x.max()
-    probs = np.exp(x)
-    probs /= probs.sum()
-    if top_p < 1.0:
-        k = min(256, probs.size)
-        cand = np.argpartition(probs, probs.size - k)[probs.size - k:] if k < probs.size else np.arange(probs.size)
-        if probs[cand].sum() < top_p:
-            cand = np.arange(probs.size)
-        order = cand[np.argsort(-probs[cand], kind="stable")]
-        cum = np.cumsum(probs[order])
-        keep = order[: int(np.searchsorted(cum, top_p, side="left")) + 1]
-        cdf = np.cumsum(probs[keep])
-        return int(keep[min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), keep.size - 1)])
-    cdf = np.cumsum(probs)
-    return int(min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), probs.size - 1))
-
-
-def internal_name(model_id: str) -> str:
-    """PEFT adapter names become module keys, which cannot hold '.'; model ids can."""
-    return "a" + hashlib.sha1(model_id.encode()).hexdigest()[:16]
 
 
 @dataclass(eq=False)
-class _Call:
+class Call:
     gen: Generation
     req: GenerationRequest
     prompt_ids: list[int]
@@ -95,7 +54,7 @@ class _Call:
 
 @dataclass(eq=False)
 class _Row:
-    call: _Call
+    call: Call
     index: int
     text: TextTracker
     adapter: str
@@ -131,21 +90,17 @@ class BaseWorker:
         self.settings = settings
         self.loop = loop
         self.device = next(model.parameters()).device
-        self.peft: Any = None
-        self._layers = "on"  # whether PEFT's LoRA layers are enabled (they are when an adapter is first loaded)
-        self.loaded: OrderedDict[str, AdapterRef] = OrderedDict()
-        self.pending: deque[_Call] = deque()
+        self.pending: deque[Call] = deque()
         self.queued = 0
         self.batch: _Batch | None = None
-        self._admitting: list[_Call] = []
+        self._admitting: list[Call] = []
         self.lock = threading.Lock()
-        # Held while PEFT adds or removes adapter modules, so a shape check from another thread never sees half a tree.
-        self.modules_lock = threading.Lock()
         self.wake = threading.Event()
         self.stopping = False
         self.mergeable = True
         self.counters = {"steps": 0, "rows_stepped": 0, "prefills": 0, "adapter_loads": 0, "adapter_evictions": 0,
                          "mixed_steps": 0}
+        self.adapters = AdapterSet(model, base, settings.max_adapters, self.counters)
         eos = model.generation_config.eos_token_id if model.generation_config is not None else None
         self.eos = {int(e) for e in (eos if isinstance(eos, list) else [eos]) if e is not None}
         if tok.eos_token_id is not None:
@@ -158,19 +113,9 @@ class BaseWorker:
 
     def encode(self, req: GenerationRequest) -> list[int]:
         """Prompt token ids; runs on the tokenizer thread (jinja and tokenizers hold the GIL, not the loop)."""
-        if req.messages is None:
-            return list(self.tok(req.prompt or "")["input_ids"])
-        if not getattr(self.tok, "chat_template", None):
-            raise InvalidArgument(f"{self.base.id} has no chat template; use /v1/completions with a prompt",
-                                  code="no_chat_template", field="messages")
-        try:
-            text = self.tok.apply_chat_template(req.messages, tokenize=False, add_generation_prompt=True)
-        except Exception as err:  # jinja2.TemplateError, raise_exception() in the template, type errors
-            raise InvalidArgument(f"the chat template of {self.base.id} cannot render these messages: {err}",
-                                  code="invalid_messages", field="messages") from err
-        return list(self.tok(text, add_special_tokens=False)["input_ids"])
+        return encode_request(self.tok, req, self.base.id)
 
-    def submit(self, call: _Call) -> None:
+    def submit(self, call: Call) -> None:
         n = call.req.params.n
         with self.lock:
             if self.stopping:
@@ -182,14 +127,14 @@ class BaseWorker:
             self.queued += n
         self.wake.set()
 
-    def cancel(self, call: _Call) -> None:
+    def cancel(self, call: Call) -> None:
         call.cancelled = True
         self.wake.set()
 
     def stats(self) -> dict[str, Any]:
         b = self.batch
         return {"running": len(b.rows) if b is not None else 0, "queued": self.queued,
-                "adapters_loaded": len(self.loaded), **self.counters}
+                "adapters_loaded": len(self.adapters.loaded), **self.counters}
 
     def stop(self) -> None:
         with self.lock:
@@ -204,73 +149,12 @@ class BaseWorker:
 
     # ---- adapters ---------------------------------------------------------------------------------------------------
 
+    @property
+    def loaded(self) -> OrderedDict[str, AdapterRef]:
+        return self.adapters.loaded
+
     def validate_adapter(self, adapter: AdapterRef) -> None:
-        """Tensor shapes against the base's modules, so a mismatched folder is refused before it touches the model.
-
-        Once, at registration (`check_adapter`); loading a registered adapter later trusts that check."""
-        from safetensors import safe_open
-
-        problems: list[str] = []
-        with self.modules_lock, safe_open(str(adapter.path / "adapter_model.safetensors"), "pt") as f:
-            for key in f.keys():
-                for part, dim in ((".lora_A.weight", 1), (".lora_B.weight", 0)):
-                    if not key.endswith(part):
-                        continue
-                    name = key.removeprefix("base_model.model.").removesuffix(part)
-                    try:
-                        module = self.model.get_submodule(name)
-                    except AttributeError:
-                        problems.append(f"{name} does not exist in {self.base.id}")
-                        continue
-                    module = getattr(module, "base_layer", module)
-                    want = getattr(module, "in_features" if dim == 1 else "out_features", None)
-                    got = f.get_slice(key).get_shape()[dim]
-                    if want is not None and want != got:
-                        problems.append(f"{name}: the adapter has {got} {'inputs' if dim == 1 else 'outputs'}, "
-                                        f"{self.base.id} has {want}")
-        if problems:
-            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-            raise FailedPrecondition(f"{adapter.model_id}: the adapter in {adapter.path} does not fit base model "
-                                     f"{self.base.id}: {'; '.join(problems[:3])}{more}",
-                                     code="adapter_base_mismatch", field="model")
-
-    def _ensure_adapter(self, ref: AdapterRef | None, in_use: set[str]) -> str:
-        if ref is None:
-            return BASE_ADAPTER
-        name = internal_name(ref.model_id)
-        if name in self.loaded:
-            self.loaded.move_to_end(name)
-            return name
-        while len(self.loaded) >= self.settings.max_adapters:
-            victim = next((n for n in self.loaded if n not in in_use), None)
-            if victim is None:  # every loaded adapter is in the running batch: exceed the limit until they finish
-                break
-            with self.modules_lock:
-                self.peft.delete_adapter(victim)
-            evicted = self.loaded.pop(victim)
-            self.counters["adapter_evictions"] += 1
-            log.info("evicted adapter %s from %s (least recently used)", evicted.model_id, self.base.id)
-        from peft import PeftModel
-
-        try:
-            with self.modules_lock:
-                if self.peft is None:
-                    self.peft = PeftModel.from_pretrained(self.model, str(ref.path), adapter_name=name,
-                                                          is_trainable=False)
-                    self.peft.eval()
-                else:
-                    self.peft.load_adapter(str(ref.path), adapter_name=name, is_trainable=False)
-        except Exception as err:
-            if self.peft is not None and name in getattr(self.peft, "peft_config", {}):
-                with contextlib.suppress(Exception):
-                    self.peft.delete_adapter(name)
-            raise FailedPrecondition(f"{ref.model_id}: cannot load the adapter in {ref.path}: {err}",
-                                     code="invalid_adapter", field="model") from err
-        self._layers = "unknown"  # loading may switch layers and the active adapter: set them again before use
-        self.loaded[name] = ref
-        self.counters["adapter_loads"] += 1
-        log.info("loaded adapter %s onto %s (%d loaded)", ref.model_id, self.base.id, len(self.loaded))
-        return name
+        self.adapters.validate(adapter)
 
     # ---- the worker thread ------------------------------------------------------------------------------------------
 
@@ -319,8 +203,8 @@ class BaseWorker:
         if running and not self.mergeable:
             return
         slots = self.settings.max_batch_size - running
-        group: list[_Call] = []
-        expired: list[_Call] = []
+        group: list[Call] = []
+        expired: list[Call] = []
         t = time.monotonic()
         with self.lock:
             while self.pending:
@@ -342,10 +226,10 @@ class BaseWorker:
         if not group:
             return
         in_use = {r.adapter for r in self.batch.rows} if self.batch is not None else set()
-        ready: list[tuple[_Call, str]] = []
+        ready: list[tuple[Call, str]] = []
         for call in group:
             try:
-                name = self._ensure_adapter(call.req.adapter, in_use)
+                name = self.adapters.ensure(call.req.adapter, in_use)
             except TuneryError as err:
                 self._post([(call.gen, Failed(err))])
                 continue
@@ -359,31 +243,9 @@ class BaseWorker:
                  names: list[str]) -> torch.Tensor:
         kw = {"input_ids": ids, "attention_mask": mask, "position_ids": pos, "cache": cache, "use_cache": True,
               "logits_to_keep": 1}
-        if self.peft is None:
-            out = self.model(**kw)
-        elif names.count(names[0]) == len(names):  # one adapter (or none) for the whole batch: the plain forward
-            self._use_adapter(names[0])
-            out = self.peft(**kw)
-        else:
-            self._use_adapter(None)
-            self.counters["mixed_steps"] += 1
-            out = self.peft(**kw, adapter_names=names)
-        return out.logits[:, -1, :].float()
+        return self.adapters.forward(kw, names).logits[:, -1, :].float()
 
-    def _use_adapter(self, name: str | None) -> None:
-        """Switch the LoRA layers only when the batch's adapter changes: toggling 200 modules per step would cost
-        more than the adapter itself. `name` None: layers on for a mixed batch; BASE_ADAPTER: layers off."""
-        want = "off" if name == BASE_ADAPTER else "on"
-        if self._layers != want:
-            if want == "off":
-                self.peft.base_model.disable_adapter_layers()
-            else:
-                self.peft.base_model.enable_adapter_layers()
-            self._layers = want
-        if name not in (None, BASE_ADAPTER) and self.peft.active_adapter != name:
-            self.peft.set_adapter(name)
-
-    def _prefill(self, ready: list[tuple[_Call, str]]) -> None:
+    def _prefill(self, ready: list[tuple[Call, str]]) -> None:
         from transformers import DynamicCache
 
         calls = [c for c, _ in ready]
@@ -516,79 +378,3 @@ class BaseWorker:
             for layer in b.cache.layers:
                 layer.keys = layer.keys[:, :, first:]
                 layer.values = layer.values[:, :, first:]
-
-
-def load_worker(spec: BaseModelSpec, settings: GatewaySettings, loop: asyncio.AbstractEventLoop) -> BaseWorker:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    folder = str(base_model_folder(spec, settings.data_dir))
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=_DTYPES[settings.dtype]).to(settings.device)
-    model.eval()
-    tok = AutoTokenizer.from_pretrained(folder)
-    ctx = int(getattr(model.config, "max_position_embeddings", 0) or spec.context_length or 2048)
-    if spec.context_length:
-        ctx = min(ctx, spec.context_length)
-    created = int(Path(folder, "config.json").stat().st_mtime) if Path(folder, "config.json").exists() else 0
-    base = ServedBase(id=model_label(spec), spec_name=spec.name, context_length=ctx, created=created)
-    return BaseWorker(base, model, tok, settings, loop)
-
-
-class TransformersEngine:
-    """The default engine (`TUNERY_GATEWAY_ENGINE=transformers`); configured by the TUNERY_GATEWAY_* fields
-    base_models, max_batch_size, max_queue, queue_timeout_seconds, max_adapters, default_max_tokens, dtype, device,
-    torch_threads."""
-
-    name: ClassVar[str] = "transformers"
-
-    def __init__(self, settings: GatewaySettings) -> None:
-        self.settings = settings
-        self.workers: dict[str, BaseWorker] = {}
-        self._threads_before = 0
-
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self.settings.torch_threads:  # process-wide in torch; put back on stop (tests share the process)
-            self._threads_before = torch.get_num_threads()
-            torch.set_num_threads(self.settings.torch_threads)
-        for name in self.settings.base_model_names:
-            spec = resolve(name, field="base_models")
-            worker = await asyncio.to_thread(load_worker, spec, self.settings, loop)
-            if worker.base.id in self.workers:
-                raise InvalidArgument(f"two base models are both named {worker.base.id!r}", code="duplicate_model",
-                                      field="base_models")
-            self.workers[worker.base.id] = worker
-            worker.thread.start()
-            log.info("serving %s (context %d tokens) from %s", worker.base.id, worker.base.context_length, name)
-
-    async def stop(self) -> None:
-        for w in self.workers.values():
-            await asyncio.to_thread(w.stop)
-        if self._threads_before:
-            torch.set_num_threads(self._threads_before)
-
-    def bases(self) -> list[ServedBase]:
-        return [w.base for w in self.workers.values()]
-
-    async def check_adapter(self, base: ServedBase, adapter: AdapterRef) -> None:
-        await asyncio.to_thread(self.workers[base.id].validate_adapter, adapter)
-
-    async def generate(self, req: GenerationRequest) -> Generation:
-        worker = self.workers[req.base]
-        loop = asyncio.get_running_loop()
-        prompt_ids = await loop.run_in_executor(worker.tokenizer_pool, worker.encode, req)
-        ctx = worker.base.context_length
-        room = ctx - len(prompt_ids)
-        p = req.params
-        if room <= 0:
-            raise context_error(len(prompt_ids), None, ctx, "messages" if req.messages is not None else "prompt")
-        if p.max_tokens is not None and p.max_tokens > room:
-            raise context_error(len(prompt_ids), p.max_tokens, ctx, "max_tokens")
-        max_tokens = p.max_tokens if p.max_tokens is not None else min(self.settings.default_max_tokens, room)
-        gen = Generation(req.request_id, len(prompt_ids), p.n, max_tokens)
-        call = _Call(gen, req, prompt_ids, max_tokens)
-        gen.on_cancel = lambda: worker.cancel(call)
-        worker.submit(call)
-        return gen
-
-    def stats(self) -> dict[str, Any]:
-        return {base: w.stats() for base, w in self.workers.items()}
