@@ -13,18 +13,35 @@ import typer
 from rich.markup import escape
 
 from tunery import up as upmod
-from tunery.cli import datasets, jobs, keys, logs, monitor, output
+from tunery.cli import datasets, jobs, logs, monitor, output
 from tunery.cli.common import JsonOpt
 from tunery.cli.output import console, info, say
-from tunery.errors import TuneryError
+from tunery.errors import FailedPrecondition, TuneryError
+from tunery.plugins import PluginRegistry
 
 app = typer.Typer(name="tunery", help="Tunery: fine-tune, evaluate and serve your own LLMs.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 app.add_typer(datasets.app, name="datasets")
 app.add_typer(jobs.app, name="jobs")
-app.add_typer(keys.app, name="keys")
 app.add_typer(logs.app, name="logs")
 app.command("monitor")(monitor.monitor)
+
+# Command groups a service package brings (entry-point group `tunery.cli`: the gateway's `keys`), so core never
+# imports a service; a group whose package is missing says where it comes from.
+CLI_PLUGINS: PluginRegistry[typer.Typer] = PluginRegistry("tunery.cli", "CLI command group",
+                                                          check=lambda obj: isinstance(obj, typer.Typer))
+_PROVIDED_BY = {"keys": "tunery-gateway"}
+for _name, _group in CLI_PLUGINS.all().items():
+    app.add_typer(_group, name=_name)
+for _name, _package in _PROVIDED_BY.items():
+    if _name not in CLI_PLUGINS.names():
+
+        def _missing(_package: str = _package, _name: str = _name) -> None:
+            output.fail(FailedPrecondition(f"`tunery {_name}` comes with {_package}, which is not installed here: "
+                                           f"pip install {_package}", code="service_not_installed"))
+
+        app.command(_name, help=f"(needs {_package})", context_settings={"allow_extra_args": True,
+                                                                          "ignore_unknown_options": True})(_missing)
 
 DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", envvar="TUNERY_DATA_DIR", show_envvar=True,
                                                  help="State, logs and artifacts (default: ~/.tunery)")]

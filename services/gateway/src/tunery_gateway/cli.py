@@ -1,5 +1,8 @@
 """`tunery keys ...`: the gateway's API keys, read and written in the gateway's own database.
 
+The gateway adds this command group to the `tunery` CLI through the `tunery.cli` entry-point group, so core's CLI
+never imports the gateway (a machine without the gateway has no `tunery keys`, and says so).
+
 Self-hosted, the CLI runs where the database is (SQLite in the data directory, or the PostgreSQL URL the gateway
 uses), which is how the very first key can exist before any key could authorize an API call. The gateway checks every
 call against the database, so `revoke` holds from the next call on, without a restart. The same operations exist
@@ -16,7 +19,6 @@ from rich.markup import escape
 
 from tunery.cli import output
 from tunery.cli.output import console, info, print_json, say
-from tunery.errors import FailedPrecondition
 
 app = typer.Typer(help="API keys of the gateway: create (the key is shown once), list, revoke.", no_args_is_help=True)
 
@@ -28,13 +30,11 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 
 
 def _store(data_dir: Path | None, database_url: str | None) -> Any:
-    try:
-        from tunery_gateway.keys import KeyStore
-        from tunery_gateway.settings import GatewaySettings
-        from tunery_gateway.store import open_engine
-    except ImportError:
-        output.fail(FailedPrecondition("the gateway is not installed here: pip install tunery-gateway",
-                                       code="service_not_installed"))
+    # imported here: `tunery --help` loads this module and should not open SQLAlchemy and the gateway's settings
+    from tunery_gateway.keys import KeyStore
+    from tunery_gateway.settings import GatewaySettings
+    from tunery_gateway.store import open_engine
+
     kw: dict[str, Any] = {}
     if data_dir is not None:
         kw["data_dir"] = data_dir
