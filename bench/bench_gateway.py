@@ -186,7 +186,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer calls (a smoke run, not for RESULTS.md)")
     args = ap.parse_args()
 
-    from tunery.models import base_model_folder
+    from tunery.weights import base_model_folder
     from tunery_gateway.testing import make_adapter
 
     data_dir = args.data_dir.resolve()

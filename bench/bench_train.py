@@ -207,7 +207,8 @@ def run_tunery(
 
 
 def child(a: argparse.Namespace) -> None:
-    from tunery.models import base_model_folder, resolve
+    from tunery.models import resolve
+    from tunery.weights import base_model_folder
 
     model_dir = base_model_folder(resolve("smollm2-135m-instruct"), Path(a.data_dir))
     train = make_data(a.train, seed=1)
@@ -240,7 +241,8 @@ def main() -> int:
     import torch
     from transformers import AutoConfig
 
-    from tunery.models import base_model_folder, resolve
+    from tunery.models import resolve
+    from tunery.weights import base_model_folder
 
     model_dir = base_model_folder(resolve("smollm2-135m-instruct"), Path(a.data_dir))
     cfg = AutoConfig.from_pretrained(model_dir)

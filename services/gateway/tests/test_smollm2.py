@@ -1,4 +1,4 @@
-"""The real SmolLM2-135M-Instruct (the packaged GGUF, converted once by tunery.models.base_model_folder): its own
+"""The real SmolLM2-135M-Instruct (the packaged GGUF, converted once by tunery.weights.base_model_folder): its own
 chat template, a sensible answer, streaming, through the official client. Set TUNERY_TEST_DATA_DIR to keep the
 converted model between runs."""
 
@@ -14,7 +14,8 @@ import pytest
 
 @pytest.mark.smollm2
 def test_smollm2_answers(gw: Any, extra_gateway: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
-    from tunery.models import base_model_folder, resolve
+    from tunery.models import resolve
+    from tunery.weights import base_model_folder
 
     data_dir = Path(os.environ.get("TUNERY_TEST_DATA_DIR") or tmp_path_factory.mktemp("smollm2"))
     base_model_folder(resolve("smollm2-135m-instruct"), data_dir)

@@ -459,8 +459,8 @@ def test_smollm2_three_steps(chat_examples: list[dict[str, Any]], tmp_path_facto
     import os
     import tempfile
 
-    from tunery.models import base_model_folder as prepare_base_model
     from tunery.models import resolve
+    from tunery.weights import base_model_folder as prepare_base_model
 
     # Shared across runs (the conversion takes a minute; it is atomic and locked, so sharing is safe).
     data_dir = Path(os.environ.get("TUNERY_TEST_DATA_DIR") or Path(tempfile.gettempdir()) / "tunery-test-data")

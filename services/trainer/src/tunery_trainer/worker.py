@@ -25,10 +25,11 @@ import orjson
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from tunery.models import base_model_folder, resolve
+from tunery.models import resolve
 from tunery.runtime import events
 from tunery.runtime.artifacts import LocalArtifactStore
 from tunery.runtime.consumer import LEAVE, Nak, Outcome, PullConsumer
+from tunery.weights import base_model_folder
 from tunery_trainer import queue, wire
 from tunery_trainer.backends.base import (
     CheckpointInfo,

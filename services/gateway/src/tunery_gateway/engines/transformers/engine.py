@@ -10,7 +10,8 @@ from typing import Any, ClassVar
 import torch
 
 from tunery.errors import InvalidArgument
-from tunery.models import BaseModelSpec, base_model_folder, model_label, resolve
+from tunery.models import BaseModelSpec, model_label, resolve
+from tunery.weights import base_model_folder
 from tunery_gateway.engines.base import AdapterRef, Generation, GenerationRequest, ServedBase, context_error
 from tunery_gateway.engines.transformers.worker import BaseWorker, Call
 from tunery_gateway.settings import GatewaySettings
