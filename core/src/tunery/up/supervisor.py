@@ -222,42 +222,26 @@ class Supervisor:
                                            ready=lambda: _worker_ready(log, offset[0]))
         return rec
 
-    def _wait_workers_ready(self, timeout: float) -> None:
-        """A worker is ready once it says so in its log: it has no port, but a bad NATS URL should fail `up` now."""
-        pending = dict(self.worker_children)
+    def _wait_ready(self, children: dict[str, Child], timeout: float, kind: str) -> None:
+        """Until every child is ready (a service answers SERVING; a worker, which has no port, says so in its log),
+        so that a bad setting fails `up` now; a child that exits or takes longer than `timeout` fails it too."""
+        what = (lambda name: name) if kind == "worker" else (lambda name: f"the {name} service")
+        pending = dict(children)
         deadline = time.monotonic() + timeout
         while pending:
             for name, child in list(pending.items()):
                 assert child.popen is not None and child.ready is not None
                 rc = child.popen.poll()
                 if rc is not None:
-                    raise FailedPrecondition(f"{name} exited with code {rc} while starting; last lines of "
-                                             f"{child.log}:\n{log_tail(child.log)}", code="worker_start_failed")
+                    raise FailedPrecondition(f"{what(name)} exited with code {rc} while starting; last lines of "
+                                             f"{child.log}:\n{log_tail(child.log)}", code=f"{kind}_start_failed")
                 if child.ready():
                     del pending[name]
             if pending and time.monotonic() > deadline:
                 name, child = next(iter(pending.items()))
-                raise FailedPrecondition(f"{name} did not become ready within {timeout:.0f} s; last lines of "
-                                         f"{child.log}:\n{log_tail(child.log)}", code="worker_start_timeout")
-            if pending:
-                time.sleep(0.1)
-
-    def _wait_healthy(self, timeout: float) -> None:
-        pending = dict(self.services)
-        deadline = time.monotonic() + timeout
-        while pending:
-            for name, child in list(pending.items()):
-                assert child.popen is not None and child.ready is not None
-                rc = child.popen.poll()
-                if rc is not None:
-                    raise FailedPrecondition(f"the {name} service exited with code {rc} while starting; last lines "
-                                             f"of {child.log}:\n{log_tail(child.log)}", code="service_start_failed")
-                if child.ready():
-                    del pending[name]
-            if pending and time.monotonic() > deadline:
-                name, child = next(iter(pending.items()))
-                raise FailedPrecondition(f"the {name} service did not become healthy within {timeout:.0f} s; last "
-                                         f"lines of {child.log}:\n{log_tail(child.log)}", code="service_start_timeout")
+                state = "ready" if kind == "worker" else "healthy"
+                raise FailedPrecondition(f"{what(name)} did not become {state} within {timeout:.0f} s; last lines of "
+                                         f"{child.log}:\n{log_tail(child.log)}", code=f"{kind}_start_timeout")
             if pending:
                 time.sleep(0.1)
 
@@ -293,12 +277,12 @@ class Supervisor:
                 state.write(self.layout)
             state.write(self.layout)
             started = time.monotonic()
-            self._wait_healthy(timeout)
+            self._wait_ready(self.services, timeout, "service")
             if "trainer" in state.services and self.workers:
                 for i in range(self.workers):
                     state.workers.append(self._spawn_worker(i, env))
                     state.write(self.layout)
-                self._wait_workers_ready(max(10.0, timeout - (time.monotonic() - started)))
+                self._wait_ready(self.worker_children, max(10.0, timeout - (time.monotonic() - started)), "worker")
             state.ready = True
             state.write(self.layout)
             self._starting = False
