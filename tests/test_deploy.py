@@ -1,6 +1,10 @@
 """deploy/ stays real config: it parses, it is consistent with itself, and it only uses settings the services know.
 
 Fast and offline. Tools that may be missing (nats-server, kubectl) make their checks skip, never fail.
+
+One file of ~550 lines on purpose: every check reads the same model of deploy/ (the parsed compose file, manifests,
+Dockerfiles and settings classes, built once by the cached helpers at the top), and under pytest's importlib mode a
+test file cannot import helpers from a sibling module; split, the helpers would be written twice.
 """
 
 from __future__ import annotations
