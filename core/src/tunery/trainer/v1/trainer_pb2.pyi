@@ -3,6 +3,7 @@ import datetime
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from tunery.common.v1 import common_pb2 as _common_pb2
+from tunery.evaluator.v1 import evaluator_pb2 as _evaluator_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -60,7 +61,7 @@ class LoraConfig(_message.Message):
     def __init__(self, rank: _Optional[int] = ..., alpha: _Optional[int] = ..., dropout: _Optional[float] = ..., target_modules: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("base_model", "training_data", "validation_data", "validation_split", "method", "hyperparameters", "lora", "max_seq_length", "seed", "suffix", "backend", "backend_config", "checkpoint_every_steps", "eval_every_steps", "idempotency_key")
+    __slots__ = ("base_model", "training_data", "validation_data", "validation_split", "method", "hyperparameters", "lora", "max_seq_length", "seed", "suffix", "backend", "backend_config", "checkpoint_every_steps", "eval_every_steps", "idempotency_key", "evaluation")
     BASE_MODEL_FIELD_NUMBER: _ClassVar[int]
     TRAINING_DATA_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_DATA_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +77,7 @@ class JobSpec(_message.Message):
     CHECKPOINT_EVERY_STEPS_FIELD_NUMBER: _ClassVar[int]
     EVAL_EVERY_STEPS_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_FIELD_NUMBER: _ClassVar[int]
     base_model: str
     training_data: DatasetRef
     validation_data: DatasetRef
@@ -91,7 +93,34 @@ class JobSpec(_message.Message):
     checkpoint_every_steps: int
     eval_every_steps: int
     idempotency_key: str
-    def __init__(self, base_model: _Optional[str] = ..., training_data: _Optional[_Union[DatasetRef, _Mapping]] = ..., validation_data: _Optional[_Union[DatasetRef, _Mapping]] = ..., validation_split: _Optional[float] = ..., method: _Optional[_Union[Method, str]] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., lora: _Optional[_Union[LoraConfig, _Mapping]] = ..., max_seq_length: _Optional[int] = ..., seed: _Optional[int] = ..., suffix: _Optional[str] = ..., backend: _Optional[str] = ..., backend_config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., checkpoint_every_steps: _Optional[int] = ..., eval_every_steps: _Optional[int] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    evaluation: JobEvaluationSpec
+    def __init__(self, base_model: _Optional[str] = ..., training_data: _Optional[_Union[DatasetRef, _Mapping]] = ..., validation_data: _Optional[_Union[DatasetRef, _Mapping]] = ..., validation_split: _Optional[float] = ..., method: _Optional[_Union[Method, str]] = ..., hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., lora: _Optional[_Union[LoraConfig, _Mapping]] = ..., max_seq_length: _Optional[int] = ..., seed: _Optional[int] = ..., suffix: _Optional[str] = ..., backend: _Optional[str] = ..., backend_config: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., checkpoint_every_steps: _Optional[int] = ..., eval_every_steps: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., evaluation: _Optional[_Union[JobEvaluationSpec, _Mapping]] = ...) -> None: ...
+
+class JobEvaluationSpec(_message.Message):
+    __slots__ = ("graders", "generation", "data", "extra_models", "skip_base")
+    GRADERS_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_MODELS_FIELD_NUMBER: _ClassVar[int]
+    SKIP_BASE_FIELD_NUMBER: _ClassVar[int]
+    graders: _containers.RepeatedCompositeFieldContainer[_evaluator_pb2.GraderSpec]
+    generation: _evaluator_pb2.GenerationConfig
+    data: _evaluator_pb2.EvaluationData
+    extra_models: _containers.RepeatedCompositeFieldContainer[_evaluator_pb2.ModelRef]
+    skip_base: bool
+    def __init__(self, graders: _Optional[_Iterable[_Union[_evaluator_pb2.GraderSpec, _Mapping]]] = ..., generation: _Optional[_Union[_evaluator_pb2.GenerationConfig, _Mapping]] = ..., data: _Optional[_Union[_evaluator_pb2.EvaluationData, _Mapping]] = ..., extra_models: _Optional[_Iterable[_Union[_evaluator_pb2.ModelRef, _Mapping]]] = ..., skip_base: _Optional[bool] = ...) -> None: ...
+
+class JobEvaluation(_message.Message):
+    __slots__ = ("evaluation_id", "state", "summary", "error")
+    EVALUATION_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    evaluation_id: str
+    state: _common_pb2.JobState
+    summary: _evaluator_pb2.EvaluationSummary
+    error: _common_pb2.ErrorDetails
+    def __init__(self, evaluation_id: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., summary: _Optional[_Union[_evaluator_pb2.EvaluationSummary, _Mapping]] = ..., error: _Optional[_Union[_common_pb2.ErrorDetails, _Mapping]] = ...) -> None: ...
 
 class JobError(_message.Message):
     __slots__ = ("code", "message", "param")
@@ -116,7 +145,7 @@ class Metrics(_message.Message):
     def __init__(self, train_loss: _Optional[float] = ..., valid_loss: _Optional[float] = ..., valid_token_accuracy: _Optional[float] = ..., tokens_per_second: _Optional[float] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "spec", "state", "fine_tuned_model", "error", "create_time", "start_time", "end_time", "resolved_hyperparameters", "step", "total_steps", "epoch", "trained_tokens", "metrics", "adapter_path", "attempts", "worker", "eta_seconds")
+    __slots__ = ("id", "spec", "state", "fine_tuned_model", "error", "create_time", "start_time", "end_time", "resolved_hyperparameters", "step", "total_steps", "epoch", "trained_tokens", "metrics", "adapter_path", "attempts", "worker", "eta_seconds", "evaluation")
     ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -135,6 +164,7 @@ class Job(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     WORKER_FIELD_NUMBER: _ClassVar[int]
     ETA_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_FIELD_NUMBER: _ClassVar[int]
     id: str
     spec: JobSpec
     state: _common_pb2.JobState
@@ -153,7 +183,8 @@ class Job(_message.Message):
     attempts: int
     worker: str
     eta_seconds: float
-    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., fine_tuned_model: _Optional[str] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resolved_hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., epoch: _Optional[float] = ..., trained_tokens: _Optional[int] = ..., metrics: _Optional[_Union[Metrics, _Mapping]] = ..., adapter_path: _Optional[str] = ..., attempts: _Optional[int] = ..., worker: _Optional[str] = ..., eta_seconds: _Optional[float] = ...) -> None: ...
+    evaluation: JobEvaluation
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[JobSpec, _Mapping]] = ..., state: _Optional[_Union[_common_pb2.JobState, str]] = ..., fine_tuned_model: _Optional[str] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resolved_hyperparameters: _Optional[_Union[Hyperparameters, _Mapping]] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., epoch: _Optional[float] = ..., trained_tokens: _Optional[int] = ..., metrics: _Optional[_Union[Metrics, _Mapping]] = ..., adapter_path: _Optional[str] = ..., attempts: _Optional[int] = ..., worker: _Optional[str] = ..., eta_seconds: _Optional[float] = ..., evaluation: _Optional[_Union[JobEvaluation, _Mapping]] = ...) -> None: ...
 
 class CreateJobRequest(_message.Message):
     __slots__ = ("spec",)
@@ -304,7 +335,7 @@ class Validation(_message.Message):
     def __init__(self, step: _Optional[int] = ..., valid_loss: _Optional[float] = ..., valid_token_accuracy: _Optional[float] = ...) -> None: ...
 
 class JobEvent(_message.Message):
-    __slots__ = ("job_id", "sequence", "time", "level", "message", "state_change", "step", "checkpoint", "validation")
+    __slots__ = ("job_id", "sequence", "time", "level", "message", "state_change", "step", "checkpoint", "validation", "evaluation")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
@@ -314,6 +345,7 @@ class JobEvent(_message.Message):
     STEP_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     VALIDATION_FIELD_NUMBER: _ClassVar[int]
+    EVALUATION_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     sequence: int
     time: _timestamp_pb2.Timestamp
@@ -323,7 +355,8 @@ class JobEvent(_message.Message):
     step: StepLog
     checkpoint: Checkpoint
     validation: Validation
-    def __init__(self, job_id: _Optional[str] = ..., sequence: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., level: _Optional[str] = ..., message: _Optional[str] = ..., state_change: _Optional[_Union[StateChange, _Mapping]] = ..., step: _Optional[_Union[StepLog, _Mapping]] = ..., checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ..., validation: _Optional[_Union[Validation, _Mapping]] = ...) -> None: ...
+    evaluation: JobEvaluation
+    def __init__(self, job_id: _Optional[str] = ..., sequence: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., level: _Optional[str] = ..., message: _Optional[str] = ..., state_change: _Optional[_Union[StateChange, _Mapping]] = ..., step: _Optional[_Union[StepLog, _Mapping]] = ..., checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ..., validation: _Optional[_Union[Validation, _Mapping]] = ..., evaluation: _Optional[_Union[JobEvaluation, _Mapping]] = ...) -> None: ...
 
 class StreamJobEventsRequest(_message.Message):
     __slots__ = ("job_id", "after_sequence", "no_follow")
