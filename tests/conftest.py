@@ -31,6 +31,8 @@ from tunery.trainer.v1 import trainer_pb2 as pb
 from tunery.trainer.v1 import trainer_pb2_grpc
 
 ACK_WAIT = 3.0
+EVALUATOR_RETRY = 3.0
+"""How long the trainer keeps trying an evaluator that does not answer before it records the evaluation's error."""
 
 
 def chat(i: int) -> dict[str, Any]:
@@ -55,6 +57,9 @@ class Stack:
     artifacts_on_tmpfs: bool = False
     nats: Any = None
     trainer_app: Any = None
+    # Where the trainer finds the evaluator (jobs with spec.evaluation); nothing listens there until a test starts
+    # one (tests/test_trainer_evaluation.py, tests/test_cli_evals.py).
+    evaluator_addr: str = ""
 
     def worker_env(self) -> dict[str, str]:
         env = {
@@ -189,7 +194,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     mounted = subprocess.run(mount, capture_output=True).returncode == 0
     loop = LoopThread()
     with nats_server(tmp) as nats:
-        ds_port, tr_port = free_port(), free_port()
+        ds_port, tr_port, ev_port = free_port(), free_port(), free_port()
         ds_settings = DatasetSettings(data_dir=tmp, nats_url=nats.url, port=ds_port, database_url="")
         ds_app = loop.run(start_dataset(ds_settings))
         tr_settings = TrainerSettings(
@@ -200,6 +205,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             dataset_addr=f"127.0.0.1:{ds_port}",
             ack_wait_seconds=ACK_WAIT,
             max_deliver=3,
+            evaluator_addr=f"127.0.0.1:{ev_port}",
+            evaluator_retry_seconds=EVALUATOR_RETRY,
+            evaluation_poll_seconds=2,
         )
         tr_app = loop.run(start_trainer(tr_settings))
         tiny = build_tiny_llama(tmp / "tiny-llama", data_dir=tmp)
@@ -216,6 +224,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 mounted,
                 nats,
                 tr_app,
+                f"127.0.0.1:{ev_port}",
             )
         finally:
             for ch in chans:
