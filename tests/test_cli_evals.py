@@ -11,9 +11,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import typer
@@ -23,6 +25,9 @@ from tunery.cli import evalexport, evalspec, evalview
 from tunery.common.v1 import common_pb2
 from tunery.evaluator.v1 import evaluator_pb2 as epb
 from tunery.runtime.natsd import free_port
+
+if TYPE_CHECKING:
+    from conftest import Evaluation, Stack, Workers
 
 
 def render(*tables: object, width: int = 100) -> str:
@@ -199,3 +204,110 @@ def test_bad_options_are_refused_before_any_call() -> None:
     assert bad.returncode == 2 and "not JSON" in bad.stderr
     down = cli("eval", "graders", "--addr", dead)
     assert down.returncode == 1 and f"cannot reach the evaluator service at {dead}" in down.stderr
+
+
+# ---- end to end: the session's services, a real evaluator and gateway ------------------------------------------
+EVAL_ID = re.compile(r"created evaluation (\S+) ")
+JOB_ID = re.compile(r"created job (ftjob-[0-9a-f]+)")
+OVERLAP = 'overlap=word_overlap:{"pass_threshold": 0.5}'
+
+
+def run(ev: Evaluation, *args: str | int | Path, code: int = 0, timeout: float = 300
+        ) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, "-m", "tunery.cli.main", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env=ev.cli_env(), stdin=subprocess.DEVNULL)
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
+    assert proc.returncode == code, f"tunery {' '.join(map(str, args))} -> {proc.returncode}\n{proc.stdout}\n" \
+                                    f"{proc.stderr}"
+    assert "\x1b[" not in proc.stdout + proc.stderr, "no colour off a terminal"
+    widest = max((len(line) for line in proc.stdout.splitlines()), default=0)
+    assert widest <= 100, f"{widest} columns:\n{proc.stdout}"
+    return proc
+
+
+def test_graders_are_listed(evaluation: Evaluation) -> None:
+    out = run(evaluation, "eval", "graders").stdout
+    row = next(line for line in out.splitlines() if "word_overlap" in line)
+    assert "tunery-test-grader" in row and "yes" in row, "a plugin, and it needs a reference"
+    doc = json.loads(run(evaluation, "eval", "graders", "--json").stdout)
+    overlap = next(g for g in doc["graders"] if g["type"] == "word_overlap")
+    assert "pass_threshold" in overlap["config_schema"]["properties"]
+
+
+def test_run_show_list_export_and_delete(stack: Stack, evaluation: Evaluation, tmp_path: Path) -> None:
+    ds = stack.make_version(n=8)
+    res = run(evaluation, "eval", "run", f"base={evaluation.base}", f"again={evaluation.base}", "--dataset", ds,
+              "--version", 1, "--limit", 4, "--grader", OVERLAP, "--max-tokens", 4, "--seed", 1, "--log-every", 2)
+    m = EVAL_ID.search(res.stdout)
+    assert m, res.stdout
+    eval_id = m.group(1)
+    out = res.stdout
+    assert f"watching evaluation {eval_id}" in out
+    assert re.findall(r"^(\d)/4 examples", out, re.MULTILINE) == ["2", "4"], "off a terminal: every 2nd example"
+    assert f"evaluation {eval_id} succeeded (4/4 examples)" in out
+    rows = [line for line in out.splitlines() if line.startswith("│ overlap")]
+    assert len(rows) == 2 and all(re.search(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]", r) for r in rows), out
+    pair = next(line for line in out.splitlines() if "base vs again" in line or "again vs base" in line)
+    assert "0/0/4" in pair, "greedy answers of one model: four ties"
+
+    shown = run(evaluation, "eval", "show", eval_id, "--examples", 2).stdout
+    assert f"{ds} v1, first 4" in shown and "overlap=word_overlap" in shown
+    assert shown.count("example ") == 2 and "input: 0? (after 1 earlier turns)" in shown and "reference: 0." in shown
+    assert eval_id in run(evaluation, "eval", "list", "--dataset", ds).stdout
+    assert eval_id not in run(evaluation, "eval", "list", "--dataset", ds, "--state", "failed").stdout
+
+    jsonl, table = tmp_path / "out.jsonl", tmp_path / "out.csv"
+    assert "wrote 4 examples" in run(evaluation, "eval", "export", eval_id, "-o", jsonl).stdout
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    assert [r["index"] for r in records] == [0, 1, 2, 3]
+    assert {r["reference"] for r in records} == {"0.", "2.", "4.", "6."}
+    assert all(set(r["answers"]) == {"base", "again"} and set(r["grades"]["overlap"]) == {"base", "again"}
+               for r in records)
+    run(evaluation, "eval", "export", eval_id, "--format", "csv", "-o", table)
+    with table.open(newline="") as fh:
+        rows_csv = list(csv.DictReader(fh))
+    assert len(rows_csv) == 4 and {"answer:base", "score:overlap:again", "error:overlap:base"} <= set(rows_csv[0])
+    assert [r["answer:base"] for r in rows_csv] == [r["answers"]["base"]["content"] for r in records]
+
+    refused = run(evaluation, "eval", "cancel", eval_id, code=1)
+    assert "error:" in refused.stderr and eval_id in refused.stderr
+    assert f"deleted evaluation {eval_id}" in run(evaluation, "eval", "delete", eval_id).stdout
+    gone = run(evaluation, "eval", "show", eval_id, code=1)
+    assert "not found" in gone.stderr
+
+
+def test_a_model_the_gateway_does_not_serve_names_the_argument(stack: Stack, evaluation: Evaluation) -> None:
+    ds = stack.make_version(n=8)
+    res = run(evaluation, "eval", "run", "no-such-model", "--dataset", ds, "-v", 1, "--grader", "word_overlap",
+              code=1)
+    assert "no-such-model" in res.stderr and "option MODELS" in res.stderr
+
+
+def test_compare_answers_prompts_side_by_side(evaluation: Evaluation) -> None:
+    out = run(evaluation, "eval", "compare", f"base={evaluation.base}", f"hot={evaluation.base}", "--prompt", "1?",
+              "--prompt", "2?", "--max-tokens", 3, "--seed", 1).stdout
+    assert out.count("input: ") == 2 and "input: 2?" in out
+    header = next(line for line in out.splitlines() if "base" in line and "hot" in line)
+    assert header.index("base") < header.index("hot")
+
+
+def test_a_job_created_with_eval_graders_is_evaluated_when_it_succeeds(stack: Stack, workers: Workers,
+                                                                       evaluation: Evaluation) -> None:
+    ds = stack.make_version(n=24)
+    common = ("jobs", "create", "--dataset", ds, "--version", 1, "--backend", "peft", "--model", stack.tiny_model,
+              "--validation-split", 0.25, "--epochs", 1, "--batch-size", 6)
+    bad = run(evaluation, *common, "--eval-grader", "nope", code=1)
+    assert "unknown grader 'nope'" in bad.stderr and "option --eval-grader" in bad.stderr
+    res = run(evaluation, *common, "--eval-grader", OVERLAP, "--eval-max-tokens", 4, "--watch")
+    m = JOB_ID.search(res.stdout)
+    assert m, res.stdout
+    job_id = m.group(1)
+    out = res.stdout
+    assert f"job {job_id} succeeded" in out
+    created = re.search(r"evaluation (\S+) created", out)
+    assert created, out
+    assert f"evaluation {created.group(1)} succeeded" in out, "the watch follows the evaluation to its end"
+    assert len([line for line in out.splitlines() if line.startswith("│ overlap")]) == 2
+    shown = run(evaluation, "jobs", "show", job_id).stdout
+    assert f"base vs fine-tuned with overlap: {created.group(1)} succeeded" in shown
+    assert "fine-tuned vs base" in shown or "base vs fine-tuned" in shown.split("a against b")[-1]
