@@ -115,6 +115,10 @@ def test_an_unknown_grader_is_named_at_create_job(stack: Stack, evaluation: Eval
     assert isinstance(err, InvalidArgument)
     assert (err.code, err.field) == ("unknown_grader", "evaluation.graders[1].type")
     assert "'no_such_grader'" in err.message and OVERLAP in err.message, "the error lists the installed graders"
+    bad = stack.error_of(lambda: stack.create(stack.spec(
+        ds, validation_split=0.25, evaluation=eval_spec(grader(OVERLAP, pass_threshold=3)))))
+    assert (bad.code, bad.field) == ("invalid_grader_config", "evaluation.graders[0].config.pass_threshold")
+    assert "3" in bad.message and OVERLAP in bad.message
 
 
 def test_a_succeeded_job_is_evaluated_against_its_base(stack: Stack, workers: Workers, evaluation: Evaluation

@@ -16,6 +16,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import jsonschema
+
 from tunery.errors import FailedPrecondition, InvalidArgument, NotFound, TuneryError, Unavailable
 from tunery.models import model_label, resolve
 from tunery_trainer.domain import (
@@ -50,6 +52,20 @@ def due(job: Job) -> bool:
 
 def _bad(message: str, code: str, field: str) -> InvalidArgument:
     return InvalidArgument(message, code=code, field=field)
+
+
+def _check_config(config: dict[str, Any], schema: dict[str, Any], field: str, kind: str) -> None:
+    """The grader's config against its JSON Schema (ListGraders), before hours of training rather than after; what
+    only the grader itself can judge is checked when the evaluation is created."""
+    if not schema:
+        return
+    try:
+        jsonschema.validate(config, schema)
+    except jsonschema.ValidationError as err:
+        where = field + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path)
+        raise _bad(f"{where}: {err.message} (grader {kind!r})", "invalid_grader_config", where) from None
+    except jsonschema.SchemaError:  # the plugin's own schema is broken: the evaluator will say so, not our caller
+        log.warning("grader %s has an invalid config schema; its config is checked by the evaluator", kind)
 
 
 def summary_text(summary: dict[str, Any] | None) -> str:
@@ -124,6 +140,7 @@ class JobEvaluations:
                     "unknown_grader",
                     f"evaluation.graders[{i}].type",
                 )
+            _check_config(g.config, installed[g.type].config_schema, f"evaluation.graders[{i}].config", g.type)
         return ""
 
     # ---- after the job succeeded --------------------------------------------------------------------------------
@@ -179,6 +196,8 @@ class JobEvaluations:
         try:
             job = await asyncio.to_thread(self.store.get, job_id)
             current = job.evaluation or JobEvaluation()
+            if current.state in ENDED or job.spec.evaluation is None:  # a redelivered succeeded event
+                return
             if not current.evaluation_id:
                 created = await self._create(job)
                 if created is None:
