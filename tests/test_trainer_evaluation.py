@@ -61,11 +61,67 @@ def test_an_evaluation_needs_graders_and_data(stack: Stack) -> None:
     assert (draft.code, draft.field) == ("draft_not_allowed", "evaluation.data.version")
 
 
+# ---- with the evaluator and the gateway -------------------------------------------------------------------------
+def test_an_unknown_grader_is_named_at_create_job(stack: Stack, evaluation: Evaluation) -> None:
+    ds = stack.make_version()
+    err = stack.error_of(lambda: stack.create(stack.spec(
+        ds, validation_split=0.25, evaluation=eval_spec(grader(OVERLAP), grader("no_such_grader")))))
+    assert isinstance(err, InvalidArgument)
+    assert (err.code, err.field) == ("unknown_grader", "evaluation.graders[1].type")
+    assert "'no_such_grader'" in err.message and OVERLAP in err.message, "the error lists the installed graders"
+    bad = stack.error_of(lambda: stack.create(stack.spec(
+        ds, validation_split=0.25, evaluation=eval_spec(grader(OVERLAP, pass_threshold=3)))))
+    assert (bad.code, bad.field) == ("invalid_grader_config", "evaluation.graders[0].config.pass_threshold")
+    assert "3" in bad.message and OVERLAP in bad.message
+
+
+def test_a_succeeded_job_is_evaluated_against_its_base(stack: Stack, workers: Workers, evaluation: Evaluation
+                                                       ) -> None:
+    """Real LoRA training (peft) on the tiny model; the gateway serves the result from the succeeded event; the
+    trainer asks the evaluator for base against fine-tuned on the job's validation split and keeps the summary."""
+    ds = stack.make_version(n=24)
+    spec = stack.spec(ds, backend="peft", validation_split=0.25, suffix="evaluated",
+                      hyperparameters=pb.Hyperparameters(n_epochs=1, batch_size=6),
+                      evaluation=eval_spec(grader(OVERLAP, "overlap", pass_threshold=0.5)))
+    job = stack.create(spec)
+    assert job.spec.evaluation.graders[0].type == OVERLAP
+    assert not job.HasField("evaluation"), "nothing to show before the job has succeeded"
+    stack.wait_state(job.id, S.JOB_STATE_SUCCEEDED, timeout=180)
+    done = stack.wait_until("the job's evaluation to end", lambda: (j := stack.job(job.id)).evaluation.state in (
+        S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED, S.JOB_STATE_CANCELLED) and j, timeout=180)
+    assert done.state == S.JOB_STATE_SUCCEEDED
+    ev = done.evaluation
+    assert ev.state == S.JOB_STATE_SUCCEEDED, ev.error
+    assert job.fine_tuned_model in evaluation.served()
+
+    # What the evaluator ran: base and fine-tuned, on the job's 6 held-out examples.
+    ran = evaluation.stub.GetEvaluation(epb.GetEvaluationRequest(evaluation_id=ev.evaluation_id)).evaluation
+    assert ran.job_id == job.id and ran.spec.data.job_id == job.id
+    assert [(m.label, m.model) for m in ran.spec.models] == [("base", evaluation.base),
+                                                             ("fine-tuned", job.fine_tuned_model)]
+    assert ran.total_examples == 6, "a quarter of 24 held out"
+    assert ran.spec.generation.max_tokens == 4
+    assert ev.summary == ran.summary, "the job keeps the evaluator's summary"
+    by_model = {g.model: g for g in ev.summary.graders if g.grader == "overlap"}
+    assert set(by_model) == {"base", "fine-tuned"}
+    assert all(g.count + g.errored == 6 for g in by_model.values())
+    assert ev.summary.pairs, "base and fine-tuned are compared pairwise"
+
+    created, ended = evaluation_events(stack, job.id)
+    assert created.evaluation.evaluation_id == ev.evaluation_id and "created" in created.message
+    assert created.evaluation.state in (S.JOB_STATE_QUEUED, S.JOB_STATE_RUNNING)
+    assert ended.evaluation == ev and "overlap" in ended.message
+    listed = stack.trainer.ListJobs(pb.ListJobsRequest(dataset=ds)).jobs
+    assert [j.evaluation.evaluation_id for j in listed] == [ev.evaluation_id]
+
+
 # ---- an evaluator that does not answer ------------------------------------------------------------------------------
 def test_an_evaluator_that_stays_down_is_the_evaluations_error_not_the_jobs(
     stack: Stack, workers: Workers, evaluation_down: None
 ) -> None:
-    """Nothing listens at the trainer's evaluator address: the graders cannot be checked (a warning), the job trains
+    """Last in the module: the trainer's channel to a restarted evaluator reconnects on gRPC's backoff schedule.
+
+    Nothing listens at the trainer's evaluator address: the graders cannot be checked (a warning), the job trains
     and succeeds, the evaluation is tried for TUNERY_TRAINER_EVALUATOR_RETRY_SECONDS and then fails with the
     reason; GetJob and the job's events (stored from NATS) say so."""
     ds = stack.make_version()
@@ -105,57 +161,3 @@ def evaluation_down(evaluation: Evaluation) -> Iterator[None]:
         yield
     finally:
         evaluation.evaluator.start()
-
-
-# ---- with the evaluator and the gateway -------------------------------------------------------------------------
-def test_an_unknown_grader_is_named_at_create_job(stack: Stack, evaluation: Evaluation) -> None:
-    ds = stack.make_version()
-    err = stack.error_of(lambda: stack.create(stack.spec(
-        ds, validation_split=0.25, evaluation=eval_spec(grader(OVERLAP), grader("no_such_grader")))))
-    assert isinstance(err, InvalidArgument)
-    assert (err.code, err.field) == ("unknown_grader", "evaluation.graders[1].type")
-    assert "'no_such_grader'" in err.message and OVERLAP in err.message, "the error lists the installed graders"
-    bad = stack.error_of(lambda: stack.create(stack.spec(
-        ds, validation_split=0.25, evaluation=eval_spec(grader(OVERLAP, pass_threshold=3)))))
-    assert (bad.code, bad.field) == ("invalid_grader_config", "evaluation.graders[0].config.pass_threshold")
-    assert "3" in bad.message and OVERLAP in bad.message
-
-
-def test_a_succeeded_job_is_evaluated_against_its_base(stack: Stack, workers: Workers, evaluation: Evaluation
-                                                       ) -> None:
-    """Real LoRA training (peft) on the tiny model; the gateway serves the result from the succeeded event; the
-    trainer asks the evaluator for base against fine-tuned on the job's validation split and keeps the summary."""
-    ds = stack.make_version(n=24)
-    spec = stack.spec(ds, backend="peft", validation_split=0.25, suffix="evaluated",
-                      hyperparameters=pb.Hyperparameters(n_epochs=1, batch_size=6),
-                      evaluation=eval_spec(grader(OVERLAP, "overlap", pass_threshold=0.5)))
-    job = stack.create(spec)
-    assert job.spec.evaluation.graders[0].type == OVERLAP
-    assert not job.HasField("evaluation"), "nothing to show before the job has succeeded"
-    stack.wait_state(job.id, S.JOB_STATE_SUCCEEDED, timeout=180)
-    done = stack.wait_until("the job's evaluation to end", lambda: (j := stack.job(job.id)).evaluation.state in (
-        S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED, S.JOB_STATE_CANCELLED) and j, timeout=180)
-    assert done.state == S.JOB_STATE_SUCCEEDED
-    ev = done.evaluation
-    assert ev.state == S.JOB_STATE_SUCCEEDED, ev.error
-    assert job.fine_tuned_model in evaluation.served()
-
-    # What the evaluator ran: base and fine-tuned, on the job's 6 held-out examples.
-    ran = evaluation.stub.GetEvaluation(epb.GetEvaluationRequest(evaluation_id=ev.evaluation_id)).evaluation
-    assert ran.job_id == job.id and ran.spec.data.job_id == job.id
-    assert [(m.label, m.model) for m in ran.spec.models] == [("base", evaluation.base),
-                                                             ("fine-tuned", job.fine_tuned_model)]
-    assert ran.total_examples == done.validation_examples == 6
-    assert ran.spec.generation.max_tokens == 4
-    assert ev.summary == ran.summary, "the job keeps the evaluator's summary"
-    by_model = {g.model: g for g in ev.summary.graders if g.grader == "overlap"}
-    assert set(by_model) == {"base", "fine-tuned"}
-    assert all(g.count + g.errored == 6 for g in by_model.values())
-    assert ev.summary.pairs, "base and fine-tuned are compared pairwise"
-
-    created, ended = evaluation_events(stack, job.id)
-    assert created.evaluation.evaluation_id == ev.evaluation_id and "created" in created.message
-    assert created.evaluation.state in (S.JOB_STATE_QUEUED, S.JOB_STATE_RUNNING)
-    assert ended.evaluation == ev and "overlap" in ended.message
-    listed = stack.trainer.ListJobs(pb.ListJobsRequest(dataset=ds)).jobs
-    assert [j.evaluation.evaluation_id for j in listed] == [ev.evaluation_id]

@@ -30,6 +30,7 @@ from tunery_trainer.domain import EvaluationRequest, GraderInfo, JobEvaluation
 log = logging.getLogger("tunery.trainer.evaluator")
 T = TypeVar("T")
 TIMEOUT = 30
+CHECK_TIMEOUT = 3
 SUBJECT = f"{SUBJECT_PREFIX}.evaluation.>"
 
 
@@ -69,7 +70,11 @@ class GrpcEvaluatorClient:
             ) from None
 
     async def list_graders(self) -> list[GraderInfo]:
-        resp = await self._call(self.stub.ListGraders(epb.ListGradersRequest(), timeout=TIMEOUT))
+        # wait_for_ready: an evaluator that just came back is asked once the channel has reconnected (within the
+        # deadline), instead of being reported down while the channel is between reconnection attempts.
+        resp = await self._call(
+            self.stub.ListGraders(epb.ListGradersRequest(), timeout=CHECK_TIMEOUT, wait_for_ready=True)
+        )
         return [evalconvert.grader_info_from_pb(g) for g in resp.graders]
 
     async def create(self, request: EvaluationRequest) -> JobEvaluation:
