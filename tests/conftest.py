@@ -33,6 +33,8 @@ from tunery.trainer.v1 import trainer_pb2_grpc
 ACK_WAIT = 3.0
 EVALUATOR_RETRY = 3.0
 """How long the trainer keeps trying an evaluator that does not answer before it records the evaluation's error."""
+MODEL_WAIT = 10.0
+"""How long it waits for the gateway to serve a succeeded job's model (the gateway takes well under a second)."""
 
 
 def chat(i: int) -> dict[str, Any]:
@@ -207,6 +209,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             max_deliver=3,
             evaluator_addr=f"127.0.0.1:{ev_port}",
             evaluator_retry_seconds=EVALUATOR_RETRY,
+            evaluation_model_wait_seconds=MODEL_WAIT,
             evaluation_poll_seconds=2,
         )
         tr_app = loop.run(start_trainer(tr_settings))

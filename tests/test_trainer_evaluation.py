@@ -115,6 +115,46 @@ def test_a_succeeded_job_is_evaluated_against_its_base(stack: Stack, workers: Wo
     assert [j.evaluation.evaluation_id for j in listed] == [ev.evaluation_id]
 
 
+def test_a_job_that_succeeds_while_the_trainer_is_down_is_evaluated_after_its_restart(
+    stack: Stack, workers: Workers, evaluation: Evaluation
+) -> None:
+    """The worker finishes the job while the trainer service is down; the restarted trainer stores the backlog of
+    events, sees the success and asks for the evaluation. The echo backend's adapter is no LoRA the gateway can
+    serve, so the evaluator keeps answering unknown_model: after TUNERY_TRAINER_EVALUATION_MODEL_WAIT_SECONDS that
+    is the evaluation's error, and the job stays succeeded."""
+    from tunery_trainer.app import start as start_trainer
+
+    job = stack.create(stack.spec(stack.make_version(), validation_split=0.25, config={"step_seconds": 0.2},
+                                  evaluation=eval_spec(grader(OVERLAP))))
+    log = EventLog(stack.loop, stack.nats_url, f"tunery.events.job.{job.id}.event")
+    try:
+        stack.wait_step(job.id, 1)
+        settings = stack.trainer_app.settings
+        stack.loop.run(stack.trainer_app.stop())
+        try:
+            stack.wait_until("the worker's succeeded event on NATS", lambda: any(
+                ev.state_change.to_state == S.JOB_STATE_SUCCEEDED for ev in job_events(log)), timeout=60)
+        finally:
+            stack.trainer_app = stack.loop.run(start_trainer(settings))
+        done = stack.wait_until("the evaluation's error", lambda: (j := stack.job(job.id)).evaluation.state
+                                == S.JOB_STATE_FAILED and j, timeout=90)
+        assert done.state == S.JOB_STATE_SUCCEEDED
+        assert done.evaluation.error.code == "unknown_model"
+        assert job.fine_tuned_model in done.evaluation.error.message
+        assert [e.evaluation.state for e in evaluation_events(stack, job.id)] == [S.JOB_STATE_FAILED]
+    finally:
+        log.close()
+
+
+def job_events(log: EventLog) -> list[pb.JobEvent]:
+    out = []
+    for _, envelope, _ in list(log.items):
+        ev = pb.JobEvent()
+        if envelope.payload.Unpack(ev):
+            out.append(ev)
+    return out
+
+
 # ---- an evaluator that does not answer ------------------------------------------------------------------------------
 def test_an_evaluator_that_stays_down_is_the_evaluations_error_not_the_jobs(
     stack: Stack, workers: Workers, evaluation_down: None
@@ -141,9 +181,7 @@ def test_an_evaluator_that_stays_down_is_the_evaluations_error_not_the_jobs(
         [ended] = evaluation_events(stack, job.id)
         assert ended.evaluation == done.evaluation and ended.level == "warning"
         assert "evaluator_unavailable" in ended.message
-        on_nats = [pb.JobEvent() for _ in log.items]
-        for ev, (_, envelope, _) in zip(on_nats, log.items, strict=True):
-            envelope.payload.Unpack(ev)
+        on_nats = job_events(log)
         assert any(e.WhichOneof("data") == "evaluation" and e.evaluation.state == S.JOB_STATE_FAILED
                    for e in on_nats)
         # The trainer's stream follows a job to the end of its evaluation, then ends.
