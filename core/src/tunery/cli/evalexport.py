@@ -86,8 +86,8 @@ def write_csv(results: Iterable[epb.ExampleResult], out: TextIO) -> int:
         for m in models:
             a = answers.get(m)
             row += [a.content, a.error] if a is not None else ["", ""]
-        for key in grades:
-            g = by_key.get(key)
+        for grade_key in grades:
+            g = by_key.get(grade_key)
             if g is None:
                 row += ["", "", "", ""]
                 continue

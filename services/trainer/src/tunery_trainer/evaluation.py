@@ -29,6 +29,7 @@ from tunery_trainer.domain import (
     JobEvaluation,
     JobEvent,
     JobSpec,
+    Level,
     ModelRef,
     job_event,
 )
@@ -179,7 +180,7 @@ class JobEvaluations:
         await asyncio.to_thread(self.store.set_evaluation, job_id, ev)
 
     async def _announce(self, job_id: str, ev: JobEvaluation, what: str) -> None:
-        level = "warning" if ev.state in ("failed", "cancelled") else "info"
+        level: Level = "warning" if ev.state in ("failed", "cancelled") else "info"
         text = f"evaluation {ev.evaluation_id or '(not created)'} {what}"
         if ev.error is not None:
             text += f": {ev.error.code}: {ev.error.message}"

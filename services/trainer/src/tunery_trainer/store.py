@@ -64,7 +64,7 @@ def _evaluation(evaluation_id: str, state: Any, summary: str, code: str, message
     )
 
 
-def _job(row: Row[Any]) -> Job:
+def _job(row: Row[Any] | Any) -> Job:
     r = row._mapping
     return Job(
         evaluation=(
