@@ -189,7 +189,7 @@ def test_json_without_schema_or_fields_checks_validity_only() -> None:
     ({"schema": {"properties": {"a": {"minimum": "3"}}}}, "config.schema.properties.a.minimum", "invalid_schema"),
     ({"schema": "an object"}, "config.schema", "invalid_grader_config"),
     ({"match_fields": "category"}, "config.match_fields", "invalid_grader_config"),
-    ({"match_fields": ["a", ""]}, "config.match_fields.1", "invalid_grader_config"),
+    ({"match_fields": ["a", ""]}, "config.match_fields[1]", "invalid_grader_config"),
 ])
 def test_json_bad_config(config: dict[str, Any], field: str, code: str) -> None:
     err = refused(JsonGrader, config)

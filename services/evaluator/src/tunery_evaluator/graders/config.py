@@ -17,21 +17,30 @@ def check_config(grader: str, schema: dict[str, Any], config: dict[str, Any]) ->
     error = best_match(validator.iter_errors(config))
     if error is None:
         return
-    path = [str(p) for p in error.absolute_path]
+    path: list[str | int] = list(error.absolute_path)
     if error.validator == "required" and isinstance(error.instance, dict):
         missing = [k for k in error.validator_value if k not in error.instance]
         path.append(missing[0] if missing else "")
-        message = f"{grader}: setting {'.'.join(path)!r} is required"
+        message = f"{grader}: setting {dotted(path)!r} is required"
     elif error.validator == "additionalProperties" and isinstance(error.instance, dict):
         allowed = set(error.schema.get("properties", {}))
         extra = sorted(k for k in error.instance if k not in allowed)
         path.append(extra[0] if extra else "")
-        message = (f"{grader}: unknown setting {'.'.join(path)!r} (valid: {', '.join(sorted(allowed))})")
+        message = f"{grader}: unknown setting {dotted(path)!r} (valid: {', '.join(sorted(allowed))})"
     else:
-        where = ".".join(path) or "config"
-        message = f"{grader}: setting {where!r}: {error.message}"
-    field = "config" + "".join(f".{p}" for p in path if p)
-    raise InvalidArgument(message, code="invalid_grader_config", field=field)
+        message = f"{grader}: setting {dotted(path) or 'config'!r}: {error.message}"
+    raise InvalidArgument(message, code="invalid_grader_config", field=dotted(["config", *path]))
+
+
+def dotted(path: list[str | int]) -> str:
+    """A JSON path as a field name: ``input[1].content``."""
+    out = ""
+    for p in path:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        elif p != "":
+            out += f".{p}" if out else p
+    return out
 
 
 def pass_threshold(config: dict[str, Any], default: float | None) -> float | None:
@@ -49,4 +58,4 @@ def pass_threshold(config: dict[str, Any], default: float | None) -> float | Non
 THRESHOLD = {"type": "number", "description": "A score at or above it passes."}
 """Schema of ``pass_threshold``, shared by the graders that have one."""
 
-__all__ = ["THRESHOLD", "check_config", "pass_threshold"]
+__all__ = ["THRESHOLD", "check_config", "dotted", "pass_threshold"]

@@ -24,7 +24,7 @@ from jsonschema.exceptions import SchemaError, best_match
 
 from tunery.errors import InvalidArgument
 from tunery_evaluator.graders.base import Answer, Grader, GraderContext, GradeResult, Item
-from tunery_evaluator.graders.config import THRESHOLD, check_config, pass_threshold
+from tunery_evaluator.graders.config import THRESHOLD, check_config, dotted, pass_threshold
 from tunery_evaluator.graders.templates import MissingField, Template
 
 _FENCE = re.compile(r"\A\s*```[A-Za-z0-9_+-]*[ \t]*\n(.*?)\n?[ \t]*```\s*\Z", re.DOTALL)
@@ -82,9 +82,9 @@ class JsonGrader(Grader):
             try:
                 cls.check_schema(self.schema)
             except SchemaError as err:
-                where = "".join(f".{p}" for p in err.absolute_path)
-                raise InvalidArgument(f"json: schema is not a valid JSON Schema at {where or 'its root'}: "
-                                      f"{err.message}", code="invalid_schema", field=f"config.schema{where}") from err
+                field = dotted(["config", "schema", *err.absolute_path])
+                raise InvalidArgument(f"json: schema is not a valid JSON Schema at {field}: {err.message}",
+                                      code="invalid_schema", field=field) from err
             self.validator = cls(self.schema)
         self.fields: list[str] = list(config.get("match_fields", []))
         self.threshold = pass_threshold(config, self.pass_threshold)
