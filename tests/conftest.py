@@ -215,24 +215,25 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         tr_app = loop.run(start_trainer(tr_settings))
         tiny = build_tiny_llama(tmp / "tiny-llama", data_dir=tmp)
         chans = [client.channel(f"127.0.0.1:{p}", timeout=60) for p in (ds_port, tr_port)]
+        s = Stack(
+            tmp,
+            nats.url,
+            dataset_pb2_grpc.DatasetServiceStub(chans[0]),
+            trainer_pb2_grpc.TrainerServiceStub(chans[1]),
+            f"127.0.0.1:{ds_port}",
+            tiny,
+            loop,
+            mounted,
+            nats,
+            tr_app,
+            f"127.0.0.1:{ev_port}",
+        )
         try:
-            yield Stack(
-                tmp,
-                nats.url,
-                dataset_pb2_grpc.DatasetServiceStub(chans[0]),
-                trainer_pb2_grpc.TrainerServiceStub(chans[1]),
-                f"127.0.0.1:{ds_port}",
-                tiny,
-                loop,
-                mounted,
-                nats,
-                tr_app,
-                f"127.0.0.1:{ev_port}",
-            )
+            yield s
         finally:
             for ch in chans:
                 ch.close()
-            loop.run(tr_app.stop())
+            loop.run(s.trainer_app.stop())  # a test may have restarted it (test_trainer_evaluation.py)
             loop.run(ds_app.stop())
             loop.close()
             if mounted:

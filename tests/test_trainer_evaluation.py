@@ -10,7 +10,6 @@ they run while nothing answers at the trainer's evaluator address.
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -137,7 +136,6 @@ def test_a_job_that_succeeds_while_the_trainer_is_down_is_evaluated_after_its_re
                 ev.state_change.to_state == S.JOB_STATE_SUCCEEDED for ev in job_events(log)), timeout=60)
         finally:
             stack.trainer_app = stack.loop.run(start_trainer(settings))
-            gc.collect()  # the stopped server's finalizer needs the loop, which outlives it only until the session ends
         done = stack.wait_until("the evaluation's error", lambda: (j := stack.job(job.id)).evaluation.state
                                 == S.JOB_STATE_FAILED and j, timeout=90)
         assert done.state == S.JOB_STATE_SUCCEEDED
