@@ -237,6 +237,8 @@ def test_graders_are_listed(evaluation: Evaluation) -> None:
     out = run(evaluation, "eval", "graders").stdout
     row = next(line for line in out.splitlines() if "word_overlap" in line)
     assert "tunery-test-grader" in row and "yes" in row, "a plugin, and it needs a reference"
+    builtin = next(line for line in out.splitlines() if line.startswith("│ string_check"))
+    assert "tunery-evaluator" in builtin
     doc = json.loads(run(evaluation, "eval", "graders", "--json").stdout)
     overlap = next(g for g in doc["graders"] if g["type"] == "word_overlap")
     assert "pass_threshold" in overlap["config_schema"]["properties"]
