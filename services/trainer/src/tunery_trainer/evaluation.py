@@ -205,7 +205,9 @@ class JobEvaluations:
                     return
                 current = created
                 await self._save(job_id, current)
-                await self._announce(job_id, current, "created")
+            # Again after a restart: a trainer that stopped between storing and announcing still announces it (the
+            # event id is the same, so the store keeps one).
+            await self._announce(job_id, current, "created")
             await self._follow(job_id, current)
         except Exception as err:  # never let a bug take the job down with it: record it with the evaluation
             log.exception("evaluation of job %s", job_id)
