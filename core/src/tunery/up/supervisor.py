@@ -266,6 +266,8 @@ class Supervisor:
                 env[f"{s.env_prefix}ADDR"] = f"{HOST}:{s.port()}"  # so services find each other
             if "dataset" in (s.name for s in plan):  # the trainer (and its workers) use the dataset service we start
                 env["TUNERY_TRAINER_DATASET_ADDR"] = env["TUNERY_DATASET_ADDR"]
+            if "evaluator" in (s.name for s in plan):  # jobs with spec.evaluation ask the evaluator we start
+                env["TUNERY_TRAINER_EVALUATOR_ADDR"] = env["TUNERY_EVALUATOR_ADDR"]
             state = self.state = RunState(str(self.layout.data_dir), nats_url, nats_proc, nats_log,
                                           supervisor=ProcRecord.of(os.getpid()),
                                           started_at=datetime.now(UTC).isoformat(timespec="seconds"))

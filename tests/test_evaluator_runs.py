@@ -1,0 +1,422 @@
+"""The evaluator end to end, all real: nats-server, the dataset service on gRPC, the gateway (uvicorn) serving the
+tiny random Llama and a LoRA adapter of it, and `python -m tunery_evaluator` as a process, with the third-party
+grader `word_overlap` installed as its own package. One stack for the module; every wait is on something observed
+(a state, a stored result, a NATS event, a request reaching an endpoint), never a fixed sleep."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from google.protobuf import struct_pb2
+
+from tunery.common.v1 import common_pb2
+from tunery.dataset.v1 import dataset_pb2 as dpb
+from tunery.dataset.v1 import dataset_pb2_grpc
+from tunery.errors import TuneryError
+from tunery.evaluator.v1 import evaluator_pb2 as pb
+from tunery.runtime import client, events
+from tunery.runtime.grpcerrors import from_rpc_error
+from tunery.runtime.natsd import free_port
+from tunery.testing import EventLog, LoopThread, build_tiny_llama, nats_server
+from tunery.trainer.v1 import trainer_pb2 as tpb
+from tunery_evaluator.testing import EvaluatorProcess, get, results, wait_state, wait_until
+from tunery_gateway.testing import ServerThread, make_adapter
+
+ADMIN_KEY = "tny-000000000000-admin-key-for-the-evaluator-tests"
+SUCCEEDED, FAILED = common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED
+
+
+def chat(i: int) -> dict[str, Any]:
+    return {"messages": [{"role": "system", "content": "Answer with the number doubled."},
+                         {"role": "user", "content": f"What is {i} doubled?"},
+                         {"role": "assistant", "content": f"{i} doubled is {2 * i}."}]}
+
+
+@dataclass
+class Stack:
+    tmp: Path
+    loop: LoopThread
+    nats_url: str
+    dataset: dataset_pb2_grpc.DatasetServiceStub
+    dataset_addr: str
+    gateway: ServerThread
+    gateway_settings: Any
+    base: str
+    tuned: str
+    evaluator: EvaluatorProcess
+    eval_env: dict[str, str]
+    events: EventLog
+
+    @property
+    def stub(self) -> Any:
+        return self.evaluator.stub
+
+    @property
+    def gateway_v1(self) -> str:
+        return f"{self.gateway.url}/v1"
+
+    def version(self, examples: list[dict[str, Any]]) -> str:
+        name = f"ev-{uuid.uuid4().hex[:8]}"
+        self.dataset.CreateDataset(dpb.CreateDatasetRequest(name=name))
+        data = b"".join(json.dumps(e).encode() + b"\n" for e in examples)
+        self.dataset.UploadExamples(iter([dpb.UploadExamplesRequest(header=dpb.UploadHeader(dataset=name)),
+                                          dpb.UploadExamplesRequest(chunk=data)]))
+        self.dataset.FreezeVersion(dpb.FreezeVersionRequest(dataset=name))
+        return name
+
+    def spec(self, dataset: str, models: list[pb.ModelRef] | None = None, graders: list[pb.GraderSpec] | None = None,
+             **kw: Any) -> pb.EvaluationSpec:
+        return pb.EvaluationSpec(
+            models=models if models is not None else [pb.ModelRef(model=self.base), pb.ModelRef(model=self.tuned)],
+            data=pb.EvaluationData(dataset_version=pb.DatasetVersionRef(dataset=dataset, version=1)),
+            graders=graders if graders is not None else [pb.GraderSpec(type="word_overlap")],
+            generation=kw.pop("generation", pb.GenerationConfig(max_tokens=6, concurrency=2)), seed=7, **kw)
+
+    def create(self, spec: pb.EvaluationSpec) -> pb.Evaluation:
+        return self.stub.CreateEvaluation(pb.CreateEvaluationRequest(spec=spec)).evaluation
+
+    def start_gateway(self) -> ServerThread:
+        from tunery_gateway.app import create_app
+
+        self.gateway = ServerThread(create_app(self.gateway_settings), port=self.gateway.port).start()
+        return self.gateway
+
+
+def error_of(fn: Any) -> TuneryError:
+    with pytest.raises(grpc.RpcError) as info:
+        fn()
+    return from_rpc_error(info.value)
+
+
+def publish_success(loop: LoopThread, nats_url: str, job_id: str, adapter_path: str) -> None:
+    """The trainer's job-succeeded event, which makes the gateway serve the adapter."""
+    async def go() -> None:
+        nc = await events.connect(nats_url, name="test-trainer")
+        try:
+            await events.ensure_stream(nc)
+            ev = tpb.JobEvent(job_id=job_id, sequence=9, level="info", message="done",
+                              state_change=tpb.StateChange(from_state=common_pb2.JOB_STATE_RUNNING,
+                                                           to_state=SUCCEEDED, adapter_path=adapter_path))
+            await events.EventPublisher(nc, source="trainer").publish("job.event", job_id, ev,
+                                                                      event_id=f"job.{job_id}.test.succeeded")
+        finally:
+            await nc.close()
+
+    loop.run(go())
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    from tunery_dataset.app import start as start_dataset
+    from tunery_dataset.settings import DatasetSettings
+    from tunery_gateway.app import create_app
+    from tunery_gateway.settings import GatewaySettings
+
+    tmp = tmp_path_factory.mktemp("evaluator")
+    tiny = build_tiny_llama(tmp / "tiny-llama", data_dir=tmp)
+    loop = LoopThread()
+    with nats_server(tmp) as nats:
+        ds_app = loop.run(start_dataset(DatasetSettings(data_dir=tmp / "ds", nats_url=nats.url, port=free_port(),
+                                                        database_url="")))
+        dataset_addr = f"127.0.0.1:{ds_app.port}"
+        gw_settings = GatewaySettings(data_dir=tmp / "gw", base_models=str(tiny), nats_url=nats.url, database_url="",
+                                      admin_api_key=ADMIN_KEY, dataset_addr=dataset_addr, torch_threads=1,
+                                      artifacts_dir=str(tmp / "artifacts"), default_max_tokens=16)
+        gateway = ServerThread(create_app(gw_settings)).start()
+        base, job = tiny.name, "ftjob-evaltest"
+        tuned = f"ft:{base}:eval:{job}"
+        make_adapter(tiny, tmp / "artifacts" / "jobs" / job / "adapter", seed=1, base_model=str(tiny.resolve()),
+                     fine_tuned_model=tuned, job_id=job)
+        publish_success(loop, nats.url, job, f"jobs/{job}/adapter")
+        headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        wait_until(f"{tuned} served", lambda: tuned in [m["id"] for m in httpx.get(
+            f"{gateway.url}/v1/models", headers=headers).json()["data"]], 30)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TUNERY_", "OTEL_"))}
+        env.update(TUNERY_DATA_DIR=str(tmp / "ev"), TUNERY_NATS_URL=nats.url,
+                   TUNERY_EVALUATOR_DATASET_ADDR=dataset_addr, TUNERY_EVALUATOR_TRAINER_ADDR="127.0.0.1:1",
+                   TUNERY_EVALUATOR_GATEWAY_URL=f"{gateway.url}/v1", TUNERY_EVALUATOR_GATEWAY_API_KEY=ADMIN_KEY,
+                   TUNERY_EVALUATOR_ACK_WAIT_SECONDS="2", TUNERY_EVALUATOR_LOG_LEVEL="INFO")
+        evaluator = EvaluatorProcess(env, tmp / "evaluator.log", free_port())
+        evaluator.start()
+        log = EventLog(loop, nats.url, "tunery.events.evaluation.>")
+        ds_channel = client.channel(dataset_addr, timeout=60)
+        s = Stack(tmp, loop, nats.url, dataset_pb2_grpc.DatasetServiceStub(ds_channel), dataset_addr, gateway,
+                  gw_settings, base, tuned, evaluator, env, log)
+        try:
+            yield s
+        finally:
+            log.close()
+            s.evaluator.close()
+            s.gateway.stop()
+            ds_channel.close()
+            loop.run(ds_app.stop())
+            loop.close()
+
+
+def test_base_against_tuned_streams_results_and_a_summary(stack: Stack) -> None:
+    name = stack.version([chat(i) for i in range(4)])
+    ev = stack.create(stack.spec(name, display_name="base vs tuned"))
+    assert ev.state == common_pb2.JOB_STATE_QUEUED and ev.total_examples == 4
+    assert ev.resolved_data.version == 1 and ev.resolved_data.dataset.startswith("ds")
+    got, updates = results(stack.stub, ev.id, follow=True)  # follows the run to its end
+    assert [r.sequence for r in got] == [1, 2, 3, 4] and sorted(r.index for r in got) == [0, 1, 2, 3]
+    final = updates[-1]
+    assert final.state == SUCCEEDED and final.finished_examples == 4 and final.errored_examples == 0
+    for r in got:
+        assert r.evaluation_id == ev.id and r.reference == f"{r.index} doubled is {2 * r.index}."
+        assert [m["role"] for m in json.loads(r.input_json)] == ["system", "user"]
+        assert [a.model for a in r.answers] == [stack.base, stack.tuned]
+        assert all(a.content and not a.error and a.completion_tokens > 0 for a in r.answers)
+        assert {(g.grader, g.model) for g in r.grades} == {("word_overlap", stack.base), ("word_overlap", stack.tuned)}
+        assert all(g.HasField("score") and 0 <= g.score <= 1 and not g.error for g in r.grades)
+    # The adapter changes what the model says, so the two columns are two models.
+    assert any(r.answers[0].content != r.answers[1].content for r in got)
+    summary = final.summary
+    by_model = {g.model: g for g in summary.graders}
+    assert set(by_model) == {stack.base, stack.tuned}
+    for model, g in by_model.items():
+        scores = [gr.score for r in got for gr in r.grades if gr.model == model]
+        assert g.count == 4 and g.errored == 0 and g.higher_is_better
+        assert g.mean == pytest.approx(sum(scores) / 4) and g.ci_low <= g.mean <= g.ci_high
+        assert g.pass_rate == pytest.approx(sum(s >= 0.5 for s in scores) / 4)
+    (pair,) = summary.pairs
+    assert (pair.model_a, pair.model_b, pair.grader) == (stack.base, stack.tuned, "word_overlap")
+    assert pair.wins + pair.losses + pair.ties == pair.count == 4 and pair.test in ("wilcoxon", "sign")
+    assert 0 <= pair.p_value <= 1 and pair.ci_low <= pair.mean_difference <= pair.ci_high
+    # Replaying after a position sends only what follows it, then the evaluation as it ended.
+    later, end = results(stack.stub, ev.id, after=2)
+    assert [r.sequence for r in later] == [3, 4] and end[-1].state == SUCCEEDED
+    # Events on NATS: created, then progress, then succeeded with the summary.
+    for kind in ("evaluation.created", "evaluation.progress", "evaluation.state_changed"):
+        stack.events.wait_for(kind, ev.id)
+    _, done, _ = stack.events.wait_for("evaluation.succeeded", ev.id)
+    payload = pb.EvaluationEvent()
+    done.payload.Unpack(payload)
+    assert payload.finished_examples == 4 and len(payload.summary.graders) == 2
+    listed = stack.stub.ListEvaluations(pb.ListEvaluationsRequest(model=stack.tuned, dataset=name)).evaluations
+    assert [e.id for e in listed] == [ev.id]
+    assert not stack.stub.ListEvaluations(pb.ListEvaluationsRequest(
+        dataset=name, states=[common_pb2.JOB_STATE_RUNNING])).evaluations
+
+
+def test_list_graders_shows_the_third_party_grader(stack: Stack) -> None:
+    graders = {g.type: g for g in stack.stub.ListGraders(pb.ListGradersRequest()).graders}
+    wo = graders["word_overlap"]
+    assert wo.package == "tunery-test-grader" and wo.needs_reference and not wo.pairwise and wo.higher_is_better
+    assert "pass_threshold" in wo.config_schema["properties"] and "reference" in wo.description
+
+
+def test_bad_specs_are_refused_naming_what_and_where(stack: Stack) -> None:
+    name = stack.version([chat(i) for i in range(2)])
+    before = stack.stub.ListEvaluations(pb.ListEvaluationsRequest()).page.total_size
+
+    err = error_of(lambda: stack.create(stack.spec(name, models=[pb.ModelRef(model=stack.base),
+                                                                  pb.ModelRef(model="no-such-model")])))
+    assert (err.code, err.field) == ("unknown_model", "models[1].model") and stack.base in err.message
+    err = error_of(lambda: stack.create(stack.spec(name, models=[])))
+    assert (err.code, err.field) == ("missing_field", "models")
+    err = error_of(lambda: stack.create(stack.spec(name, graders=[pb.GraderSpec(type="no_such_grader")])))
+    assert (err.code, err.field) == ("unknown_grader", "graders[0].type") and "word_overlap" in err.message
+    bad = struct_pb2.Struct()
+    bad.update({"pass_threshold": 5})
+    err = error_of(lambda: stack.create(stack.spec(name, graders=[pb.GraderSpec(type="word_overlap", config=bad)])))
+    assert (err.code, err.field) == ("invalid_grader_config", "graders[0].config.pass_threshold")
+    odd = struct_pb2.Struct()
+    odd.update({"colour": "blue"})
+    err = error_of(lambda: stack.create(stack.spec(name, graders=[pb.GraderSpec(type="word_overlap", config=odd)])))
+    assert err.code == "invalid_grader_config" and err.field.startswith("graders[0].config")
+    # The draft (version 0) is not a frozen version; an empty draft cannot be frozen at all.
+    empty = f"ev-empty-{uuid.uuid4().hex[:6]}"
+    stack.dataset.CreateDataset(dpb.CreateDatasetRequest(name=empty))
+    draft = stack.spec(empty)
+    draft.data.dataset_version.version = 0
+    err = error_of(lambda: stack.create(draft))
+    assert (err.code, err.field) == ("version_not_frozen", "data.dataset_version.version")
+    missing = stack.spec(name)
+    missing.data.dataset_version.version = 9
+    assert error_of(lambda: stack.create(missing)).code == "version_not_found"
+    # Examples with nothing to ask (only an assistant turn) are named.
+    lonely = stack.version([chat(0), {"messages": [{"role": "assistant", "content": "hello"}]}])
+    err = error_of(lambda: stack.create(stack.spec(lonely)))
+    assert err.code == "example_without_input" and "example 1" in err.message
+    assert stack.stub.ListEvaluations(pb.ListEvaluationsRequest()).page.total_size == before  # nothing stored
+
+
+def test_a_model_failing_on_one_example_is_counted_and_the_run_goes_on(stack: Stack) -> None:
+    too_long = {"messages": [{"role": "user", "content": "word " * 2500},
+                             {"role": "assistant", "content": "ok"}]}
+    name = stack.version([chat(0), too_long, chat(2)])
+    ev = stack.create(stack.spec(name))
+    done = wait_state(stack.stub, ev.id)
+    assert done.state == SUCCEEDED and done.finished_examples == 3 and done.errored_examples == 1
+    got = {r.index: r for r in results(stack.stub, ev.id)[0]}
+    bad = got[1]
+    assert all(a.error and a.error_message for a in bad.answers)
+    assert all(g.error == "model_error" and not g.HasField("score") for g in bad.grades)
+    assert all(not a.error for i in (0, 2) for a in got[i].answers)
+    assert dict(done.summary.model_errors) == {stack.base: 1, stack.tuned: 1}
+    assert all(g.count == 2 and g.errored == 1 for g in done.summary.graders)
+
+
+def test_two_evaluations_of_one_spec_at_once_keep_their_results_apart(stack: Stack) -> None:
+    name = stack.version([chat(i) for i in range(3)])
+    spec = stack.spec(name)
+    a, b = stack.create(spec), stack.create(spec)
+    assert a.id != b.id
+    ra, rb = (wait_state(stack.stub, e.id) for e in (a, b))
+    assert ra.state == rb.state == SUCCEEDED
+    got_a, got_b = results(stack.stub, a.id)[0], results(stack.stub, b.id)[0]
+    assert [r.sequence for r in got_a] == [r.sequence for r in got_b] == [1, 2, 3]
+    assert {r.evaluation_id for r in got_a} == {a.id} and {r.evaluation_id for r in got_b} == {b.id}
+    # Greedy decoding: the same answers in both, example by example.
+    answers = {(r.index, x.model): x.content for r in got_a for x in r.answers}
+    assert answers == {(r.index, x.model): x.content for r in got_b for x in r.answers}
+    # A retried create with the same idempotency key is the same evaluation.
+    keyed = stack.spec(name, idempotency_key=f"k-{uuid.uuid4().hex}")
+    first = stack.stub.CreateEvaluation(pb.CreateEvaluationRequest(spec=keyed))
+    again = stack.stub.CreateEvaluation(pb.CreateEvaluationRequest(spec=keyed))
+    assert again.existing and not first.existing and again.evaluation.id == first.evaluation.id
+    wait_state(stack.stub, first.evaluation.id)
+
+
+def test_finished_evaluations_cannot_be_cancelled_and_hold_their_version(stack: Stack) -> None:
+    name = stack.version([chat(i) for i in range(2)])
+    ev = stack.create(stack.spec(name))
+    wait_state(stack.stub, ev.id, SUCCEEDED)
+    err = error_of(lambda: stack.stub.CancelEvaluation(pb.CancelEvaluationRequest(evaluation_id=ev.id)))
+    assert err.code == "evaluation_finished" and type(err).__name__ == "FailedPrecondition"
+    err = error_of(lambda: stack.dataset.DeleteVersion(dpb.DeleteVersionRequest(dataset=name, version=1)))
+    assert type(err).__name__ == "FailedPrecondition" and err.code == "version_in_use"
+    stack.stub.DeleteEvaluation(pb.DeleteEvaluationRequest(evaluation_id=ev.id))
+    assert error_of(lambda: get(stack.stub, ev.id)).code == "evaluation_not_found"
+    stack.dataset.DeleteVersion(dpb.DeleteVersionRequest(dataset=name, version=1))  # released with the evaluation
+
+
+def test_compare_answers_side_by_side_and_stores_nothing(stack: Stack) -> None:
+    before = stack.stub.ListEvaluations(pb.ListEvaluationsRequest()).page.total_size
+    resp = stack.stub.Compare(pb.CompareRequest(
+        conversations=[pb.Conversation(messages=[pb.ChatMessage(role="user", content="Say hi.")]),
+                       pb.Conversation(messages=[pb.ChatMessage(role="user", content="Count to three.")])],
+        models=[pb.ModelRef(model=stack.base), pb.ModelRef(model=stack.tuned, label="tuned")],
+        generation=pb.GenerationConfig(max_tokens=5), graders=[pb.GraderSpec(type="word_overlap")],
+        references=["hi there", "one two three"]))
+    assert [r.index for r in resp.results] == [0, 1]
+    for r in resp.results:
+        assert [a.model for a in r.answers] == [stack.base, "tuned"] and all(a.content for a in r.answers)
+        assert len(r.grades) == 2 and all(g.HasField("score") for g in r.grades)
+    assert stack.stub.ListEvaluations(pb.ListEvaluationsRequest()).page.total_size == before
+    err = error_of(lambda: stack.stub.Compare(pb.CompareRequest(
+        conversations=[pb.Conversation(messages=[pb.ChatMessage(role="user", content="x")])],
+        models=[pb.ModelRef(model="nope")])))
+    assert (err.code, err.field) == ("unknown_model", "models[0].model")
+
+
+def test_the_run_waits_for_the_gateway_and_finishes_when_it_is_back(stack: Stack) -> None:
+    name = stack.version([chat(i) for i in range(2)])
+    url = stack.gateway_v1
+    models = [pb.ModelRef(model=stack.base, base_url=url, api_key=ADMIN_KEY)]
+    stack.gateway.stop()  # the gateway goes away
+    try:
+        ev = stack.create(stack.spec(name, models=models))
+        _, waiting, _ = stack.events.wait_for("evaluation.waiting", ev.id, timeout=60)
+        payload = pb.EvaluationEvent()
+        waiting.payload.Unpack(payload)
+        assert payload.error.code == "endpoint_unavailable" and str(stack.gateway.port) in payload.error.message
+        assert get(stack.stub, ev.id).state == common_pb2.JOB_STATE_RUNNING
+    finally:
+        stack.start_gateway()  # and comes back on the same port
+    done = wait_state(stack.stub, ev.id)
+    assert done.state == SUCCEEDED and done.errored_examples == 0 and done.finished_examples == 2
+    assert get(stack.stub, ev.id).spec.models[0].api_key_set and not get(stack.stub, ev.id).spec.models[0].api_key
+
+
+# ---- restarts ------------------------------------------------------------------------------------------------------
+class Gate:
+    """An OpenAI-compatible endpoint in front of the gateway that counts each prompt's requests and, once `allow`
+    requests went through, holds the next ones until `release()` (so a test can act while one is in flight)."""
+
+    def __init__(self, upstream: str, allow: int) -> None:
+        self.upstream, self.allow = upstream, allow
+        self.counts: Counter[str] = Counter()
+        self.passed = 0
+        self.held = threading.Event()
+        self.open = threading.Event()
+        app = FastAPI()
+
+        @app.post("/v1/chat/completions")
+        async def chat(request: Request) -> Any:
+            import asyncio
+
+            body = await request.json()
+            self.counts[body["messages"][-1]["content"]] += 1
+            if self.passed >= self.allow:
+                self.held.set()
+                while not self.open.is_set():
+                    await asyncio.sleep(0.02)
+            self.passed += 1
+            async with httpx.AsyncClient(timeout=60) as c:
+                r = await c.post(f"{self.upstream}/chat/completions", json=body,
+                                 headers={"Authorization": request.headers.get("authorization", "")})
+            return JSONResponse(r.json(), r.status_code)
+
+        self.server = ServerThread(app).start()
+
+    def release(self) -> None:
+        self.open.set()
+
+
+def test_a_killed_evaluator_resumes_without_recomputing_finished_examples(stack: Stack) -> None:
+    n = 5
+    name = stack.version([chat(i) for i in range(n)])
+    gate = Gate(stack.gateway_v1, allow=2)
+    try:
+        models = [pb.ModelRef(model=stack.base, base_url=f"{gate.server.url}/v1", api_key=ADMIN_KEY)]
+        ev = stack.create(stack.spec(name, models=models, generation=pb.GenerationConfig(max_tokens=4,
+                                                                                          concurrency=1)))
+        assert gate.held.wait(60), "the third request never reached the endpoint"
+        stored = wait_until("two results stored", lambda: get(stack.stub, ev.id).finished_examples == 2 and
+                            results(stack.stub, ev.id)[0])
+        stack.evaluator.kill()  # SIGKILL with the third example in flight
+        gate.release()
+        stack.evaluator.start()
+        done = wait_state(stack.stub, ev.id, timeout=120)
+        assert done.state == SUCCEEDED and done.finished_examples == n and done.attempts == 2
+        after = results(stack.stub, ev.id)[0]
+        assert [r.sequence for r in after] == list(range(1, n + 1))
+        # The two examples stored before the kill kept their results and were not asked again.
+        assert [(r.index, r.finish_time) for r in after[:2]] == [(r.index, r.finish_time) for r in stored]
+        prompts = {i: f"What is {i} doubled?" for i in range(n)}
+        assert [gate.counts[prompts[i]] for i in range(n)] == [1, 1, 2, 1, 1]  # only the one in flight twice
+    finally:
+        gate.release()
+        gate.server.stop()
+        if stack.evaluator.proc is None or stack.evaluator.proc.poll() is not None:
+            stack.evaluator.start()
+
+
+def test_an_endpoint_that_stays_away_fails_the_evaluation_clearly(stack: Stack) -> None:
+    name = stack.version([chat(0)])
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    stack.evaluator.stop()
+    stack.evaluator.start(TUNERY_EVALUATOR_GATEWAY_WAIT_SECONDS="1")
+    try:
+        ev = stack.create(stack.spec(name, models=[pb.ModelRef(model=stack.base, base_url=dead)]))
+        done = wait_state(stack.stub, ev.id, timeout=60)
+        assert done.state == FAILED and done.error.code == "endpoint_unavailable"
+        assert dead.removesuffix("/v1") in done.error.message and "could not be reached" in done.error.message
+    finally:
+        stack.evaluator.stop()
+        stack.evaluator.start()
