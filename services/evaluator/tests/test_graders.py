@@ -216,6 +216,7 @@ def test_latency_and_tokens() -> None:
 
 def test_built_ins_are_registered_as_entry_points() -> None:
     eps = {ep.name: ep for ep in entry_points(group="tunery.eval_graders")}
-    for name in ("string_check", "text_similarity", "json", "latency", "tokens"):
+    for name in ("string_check", "text_similarity", "json", "score_model", "label_model", "pairwise_model",
+                 "reference_loss", "latency", "tokens"):
         cls = eps[name].load()
         assert cls.name == name and issubclass(cls, Grader)
