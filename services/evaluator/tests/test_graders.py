@@ -153,6 +153,8 @@ def test_json_match_fields_scores_the_fraction_of_fields_right() -> None:
     assert half.rationale == 'priority: got "low", expected "high"'
     fenced = grade(g, ref, "```json\n" + ticket(category="bug") + "\n```")
     assert (fenced.score, fenced.label) == (0.5, "mismatch")
+    assert grade(g, ref, "```" + ticket() + "```").score == 1.0
+    assert grade(g, ref, "Here it is: " + ticket()).label == "invalid_json"  # only a whole-answer fence is removed
 
 
 def test_json_failures_count_as_zero_with_a_clear_label() -> None:
