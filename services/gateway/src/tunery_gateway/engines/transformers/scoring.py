@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -21,10 +22,12 @@ import torch
 import torch.nn.functional as F
 
 from tunery.chatformat import IGNORE_INDEX, Tokenized, encode_chat
-from tunery.errors import InvalidArgument, Unavailable
+from tunery.errors import Internal, InvalidArgument, TuneryError, Unavailable
 from tunery_gateway.engines.base import ScoreRequest, ScoreResult
 from tunery_gateway.engines.transformers.adapters import AdapterSet
 from tunery_gateway.errors import Overloaded
+
+log = logging.getLogger("tunery.gateway.transformers")
 
 
 @dataclass(eq=False)
@@ -65,6 +68,22 @@ class ScoreQueue:
                 if not job.future.done():
                     return job
         return None
+
+    def run_next(self, adapters: AdapterSet, device: torch.device, in_use: set[str], counters: dict[str, int]) -> None:
+        """Score the next job (worker thread only); `in_use`: adapters of the running batch, never evicted for it."""
+        job = self.take()
+        if job is None:
+            return
+        outcome: ScoreResult | BaseException
+        try:
+            outcome = score_tokens(adapters, device, job.tokens, adapters.ensure(job.req.adapter, in_use))
+            counters["scores"] += 1
+        except TuneryError as err:
+            outcome = err
+        except Exception as err:  # a bug or out of memory: this call fails, the running batch goes on
+            log.exception("scoring failed on %s", self.model)
+            outcome = Internal(f"scoring failed ({type(err).__name__}); see the gateway log", code="scoring_failed")
+        self.resolve(job, outcome)
 
     def close(self) -> None:
         with self.lock:

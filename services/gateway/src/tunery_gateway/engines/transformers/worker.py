@@ -37,7 +37,7 @@ from tunery_gateway.engines.text import TextTracker
 from tunery_gateway.engines.transformers.adapters import AdapterSet
 from tunery_gateway.engines.transformers.prompt import encode_request
 from tunery_gateway.engines.transformers.sampling import sample_row
-from tunery_gateway.engines.transformers.scoring import ScoreJob, ScoreQueue, score_tokens
+from tunery_gateway.engines.transformers.scoring import ScoreJob, ScoreQueue
 from tunery_gateway.errors import Overloaded
 from tunery_gateway.settings import GatewaySettings
 
@@ -203,22 +203,9 @@ class BaseWorker:
         self._fail_batch(Unavailable("the gateway is shutting down", code="shutting_down"))
 
     def _score_next(self) -> None:
-        """One waiting scoring job, if any: one forward, so a running batch waits one step at most per job."""
-        job = self.scores.take()
-        if job is None:
-            return
+        """One waiting scoring job, if any (one forward: a running batch waits one step at most per job)."""
         in_use = {r.adapter for r in self.batch.rows} if self.batch is not None else set()
-        outcome: Any
-        try:
-            name = self.adapters.ensure(job.req.adapter, in_use)
-            outcome = score_tokens(self.adapters, self.device, job.tokens, name)
-            self.counters["scores"] += 1
-        except TuneryError as err:
-            outcome = err
-        except Exception as err:  # a bug or out of memory: this call fails, the batch goes on
-            log.exception("scoring failed on %s", self.base.id)
-            outcome = Internal(f"scoring failed ({type(err).__name__}); see the gateway log", code="scoring_failed")
-        self.scores.resolve(job, outcome)
+        self.scores.run_next(self.adapters, self.device, in_use, self.counters)
 
     def _fail_batch(self, err: TuneryError) -> None:
         if self.batch is None:
