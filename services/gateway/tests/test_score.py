@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tunery.chatformat import encode_example
+from tunery_gateway.keys import KeyStore
 from tunery_gateway.testing import make_adapter
 
 MESSAGES = [{"role": "system", "content": "You answer support tickets."},
@@ -98,6 +99,13 @@ def test_score_errors(gw: Any) -> None:
     assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
     r = gw.http("POST", "/v1/score", json={"model": gw.base, "messages": MESSAGES, "reference": "x"}, key=None)
     assert r.status_code == 401
+    store = KeyStore(gw.gateway.db_engine)
+    _, inference = store.create("score-inference", "inference")
+    _, fine_tune = store.create("score-fine-tune", "fine-tune")
+    r = gw.http("POST", "/v1/score", key=inference, json={"model": gw.base, "messages": MESSAGES, "reference": "x"})
+    assert r.status_code == 200 and r.json()["tokens"] > 0
+    r = gw.http("POST", "/v1/score", key=fine_tune, json={"model": gw.base, "messages": MESSAGES, "reference": "x"})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "insufficient_scope"
     long = " ".join(["word"] * (gw.gateway.engine.workers[gw.base].base.context_length + 10))
     r = gw.http("POST", "/v1/score", json={"model": gw.base, "messages": MESSAGES, "reference": long})
     assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
