@@ -259,6 +259,8 @@ def test_run_show_list_export_and_delete(stack: Stack, evaluation: Evaluation, t
     pair = next(line for line in out.splitlines() if "base vs again" in line or "again vs base" in line)
     assert "0/0/4" in pair, "greedy answers of one model: four ties"
 
+    again = run(evaluation, "eval", "watch", eval_id).stdout  # an ended one: its summary at once
+    assert f"evaluation {eval_id} succeeded (4/4 examples)" in again and summary_models(again) == ["base", "again"]
     shown = run(evaluation, "eval", "show", eval_id, "--examples", 2).stdout
     assert f"{ds} v1, first 4" in shown and "overlap=word_overlap" in shown
     assert shown.count("example ") == 2 and "input: 0? (after 1 earlier turns)" in shown and "reference: 0." in shown
@@ -292,12 +294,18 @@ def test_a_model_the_gateway_does_not_serve_names_the_argument(stack: Stack, eva
     assert "no-such-model" in res.stderr and "option MODELS" in res.stderr
 
 
-def test_compare_answers_prompts_side_by_side(evaluation: Evaluation) -> None:
+def test_compare_answers_prompts_side_by_side(evaluation: Evaluation, tmp_path: Path) -> None:
+    graders = tmp_path / "graders.json"
+    graders.write_text(json.dumps([{"type": "word_overlap", "name": "overlap"}]))
     out = run(evaluation, "eval", "compare", f"base={evaluation.base}", f"hot={evaluation.base}", "--prompt", "1?",
-              "--prompt", "2?", "--max-tokens", 3, "--seed", 1).stdout
-    assert out.count("input: ") == 2 and "input: 2?" in out
+              "--prompt", "2?", "--reference", "2.", "--reference", "4.", "--graders-file", graders,
+              "--max-tokens", 3, "--seed", 1).stdout
+    assert out.count("input: ") == 2 and "input: 2?" in out and "reference: 4." in out
     header = next(line for line in out.splitlines() if "base" in line and "hot" in line)
     assert header.index("base") < header.index("hot")
+    scored = [line for line in out.splitlines() if line.startswith("│ overlap")]
+    assert len(scored) == 2 and all(re.search(r"\d\.\d{3} (pass|fail) .* \d\.\d{3} (pass|fail)", line)
+                                    for line in scored), out
 
 
 def test_a_job_created_with_eval_graders_is_evaluated_when_it_succeeds(stack: Stack, workers: Workers,
@@ -317,6 +325,7 @@ def test_a_job_created_with_eval_graders_is_evaluated_when_it_succeeds(stack: St
     assert created, out
     assert f"evaluation {created.group(1)} succeeded" in out, "the watch follows the evaluation to its end"
     assert summary_models(out) == ["base", "fine-tuned"], out
+    assert created.group(1) in run(evaluation, "eval", "list", "--job", job_id).stdout
     shown = run(evaluation, "jobs", "show", job_id, wide=True).stdout
     assert f"base vs fine-tuned with overlap: {created.group(1)} succeeded" in shown
     assert "fine-tuned vs base" in shown or "base vs fine-tuned" in shown.split("a against b")[-1]
