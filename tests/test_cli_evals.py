@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -329,3 +330,21 @@ def test_a_job_created_with_eval_graders_is_evaluated_when_it_succeeds(stack: St
     shown = run(evaluation, "jobs", "show", job_id, wide=True).stdout
     assert f"base vs fine-tuned with overlap: {created.group(1)} succeeded" in shown
     assert "fine-tuned vs base" in shown or "base vs fine-tuned" in shown.split("a against b")[-1]
+
+
+def test_on_a_terminal_run_draws_a_progress_bar(stack: Stack, evaluation: Evaluation) -> None:
+    """Under a pseudo-terminal (util-linux `script`): a live bar instead of progress lines, then the summary."""
+    ds = stack.make_version(n=8)
+    cmd = shlex.join([sys.executable, "-m", "tunery.cli.main", "eval", "run", f"base={evaluation.base}",
+                      "--dataset", ds, "-v", "1", "--limit", "2", "--grader", OVERLAP, "--max-tokens", "2"])
+    env = {**evaluation.cli_env(), "TERM": "xterm"}
+    env.pop("NO_COLOR")
+    proc = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True, timeout=300,
+                          env=env, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "Traceback" not in out
+    assert "━" in out and "2/2" in out, "the bar with its count"
+    assert "watching evaluation" not in out and "examples\r\n" not in out, "no progress lines on a terminal"
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out)
+    assert "succeeded (2/2 examples)" in plain and "summary" in plain
