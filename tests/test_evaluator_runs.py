@@ -36,6 +36,7 @@ from tunery_evaluator.testing import EvaluatorProcess, get, results, wait_state,
 from tunery_gateway.testing import ServerThread, make_adapter
 
 ADMIN_KEY = "tny-000000000000-admin-key-for-the-evaluator-tests"
+INTERNAL_KEY = "tny-000000000000-internal-key-the-evaluator-calls-with"  # inference scope, as `tunery up` makes
 SUCCEEDED, FAILED = common_pb2.JOB_STATE_SUCCEEDED, common_pb2.JOB_STATE_FAILED
 
 
@@ -133,7 +134,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                                                         database_url="")))
         dataset_addr = f"127.0.0.1:{ds_app.port}"
         gw_settings = GatewaySettings(data_dir=tmp / "gw", base_models=str(tiny), nats_url=nats.url, database_url="",
-                                      admin_api_key=ADMIN_KEY, dataset_addr=dataset_addr, torch_threads=1,
+                                      admin_api_key=ADMIN_KEY, internal_api_key=INTERNAL_KEY,
+                                      dataset_addr=dataset_addr, torch_threads=1,
                                       artifacts_dir=str(tmp / "artifacts"), default_max_tokens=16)
         gateway = ServerThread(create_app(gw_settings)).start()
         base, job = tiny.name, "ftjob-evaltest"
@@ -147,7 +149,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TUNERY_", "OTEL_"))}
         env.update(TUNERY_DATA_DIR=str(tmp / "ev"), TUNERY_NATS_URL=nats.url,
                    TUNERY_EVALUATOR_DATASET_ADDR=dataset_addr, TUNERY_EVALUATOR_TRAINER_ADDR="127.0.0.1:1",
-                   TUNERY_EVALUATOR_GATEWAY_URL=f"{gateway.url}/v1", TUNERY_EVALUATOR_GATEWAY_API_KEY=ADMIN_KEY,
+                   TUNERY_EVALUATOR_GATEWAY_URL=f"{gateway.url}/v1", TUNERY_EVALUATOR_GATEWAY_API_KEY=INTERNAL_KEY,
                    TUNERY_EVALUATOR_ACK_WAIT_SECONDS="2", TUNERY_EVALUATOR_LOG_LEVEL="INFO")
         evaluator = EvaluatorProcess(env, tmp / "evaluator.log", free_port())
         evaluator.start()
