@@ -27,7 +27,8 @@ def test_wiring_gives_the_evaluator_addresses_url_and_a_lasting_key(tmp_path: Pa
     key = env["TUNERY_GATEWAY_INTERNAL_API_KEY"]
     assert env["TUNERY_EVALUATOR_GATEWAY_API_KEY"] == key and len(key) > 40
     assert env["TUNERY_EVALUATOR_GATEWAY_URL"] == "http://127.0.0.1:8123/v1"
-    assert env["TUNERY_EVALUATOR_DATASET_ADDR"] == "127.0.0.1:1" and env["TUNERY_EVALUATOR_TRAINER_ADDR"] == "127.0.0.1:2"
+    assert env["TUNERY_EVALUATOR_DATASET_ADDR"] == "127.0.0.1:1"
+    assert env["TUNERY_EVALUATOR_TRAINER_ADDR"] == "127.0.0.1:2"
     assert stat.S_IMODE((tmp_path / KEY_FILE).stat().st_mode) == 0o600
     assert internal_key(tmp_path) == key  # the same key on the next `up`
     mine = {"TUNERY_GATEWAY_INTERNAL_API_KEY": "tny-mine", "TUNERY_GATEWAY_PORT": "1"}
