@@ -31,7 +31,9 @@ from tunery.runtime import client, events
 from tunery.runtime.grpcerrors import from_rpc_error
 from tunery.runtime.natsd import free_port
 from tunery.testing import EventLog, LoopThread, build_tiny_llama, nats_server
+from tunery.split import split_examples, validation_count
 from tunery.trainer.v1 import trainer_pb2 as tpb
+from tunery.trainer.v1 import trainer_pb2_grpc
 from tunery_evaluator.testing import EvaluatorProcess, get, results, wait_state, wait_until
 from tunery_gateway.testing import ServerThread, make_adapter
 
@@ -60,6 +62,8 @@ class Stack:
     evaluator: EvaluatorProcess
     eval_env: dict[str, str]
     events: EventLog
+    trainer: trainer_pb2_grpc.TrainerServiceStub
+    tiny: Path
 
     @property
     def stub(self) -> Any:
@@ -82,7 +86,7 @@ class Stack:
              **kw: Any) -> pb.EvaluationSpec:
         return pb.EvaluationSpec(
             models=models if models is not None else [pb.ModelRef(model=self.base), pb.ModelRef(model=self.tuned)],
-            data=pb.EvaluationData(dataset_version=pb.DatasetVersionRef(dataset=dataset, version=1)),
+            data=kw.pop("data", pb.EvaluationData(dataset_version=pb.DatasetVersionRef(dataset=dataset, version=1))),
             graders=graders if graders is not None else [pb.GraderSpec(type="word_overlap")],
             generation=kw.pop("generation", pb.GenerationConfig(max_tokens=6, concurrency=2)), seed=7, **kw)
 
@@ -125,6 +129,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     from tunery_dataset.settings import DatasetSettings
     from tunery_gateway.app import create_app
     from tunery_gateway.settings import GatewaySettings
+    from tunery_trainer.app import start as start_trainer
+    from tunery_trainer.settings import TrainerSettings
 
     tmp = tmp_path_factory.mktemp("evaluator")
     tiny = build_tiny_llama(tmp / "tiny-llama", data_dir=tmp)
@@ -133,6 +139,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         ds_app = loop.run(start_dataset(DatasetSettings(data_dir=tmp / "ds", nats_url=nats.url, port=free_port(),
                                                         database_url="")))
         dataset_addr = f"127.0.0.1:{ds_app.port}"
+        tr_app = loop.run(start_trainer(TrainerSettings(data_dir=tmp / "tr", nats_url=nats.url, port=free_port(),
+                                                        database_url="", dataset_addr=dataset_addr)))
+        trainer_addr = f"127.0.0.1:{tr_app.port}"
         gw_settings = GatewaySettings(data_dir=tmp / "gw", base_models=str(tiny), nats_url=nats.url, database_url="",
                                       admin_api_key=ADMIN_KEY, internal_api_key=INTERNAL_KEY,
                                       dataset_addr=dataset_addr, torch_threads=1,
@@ -148,15 +157,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             f"{gateway.url}/v1/models", headers=headers).json()["data"]], 30)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TUNERY_", "OTEL_"))}
         env.update(TUNERY_DATA_DIR=str(tmp / "ev"), TUNERY_NATS_URL=nats.url,
-                   TUNERY_EVALUATOR_DATASET_ADDR=dataset_addr, TUNERY_EVALUATOR_TRAINER_ADDR="127.0.0.1:1",
+                   TUNERY_EVALUATOR_DATASET_ADDR=dataset_addr, TUNERY_EVALUATOR_TRAINER_ADDR=trainer_addr,
                    TUNERY_EVALUATOR_GATEWAY_URL=f"{gateway.url}/v1", TUNERY_EVALUATOR_GATEWAY_API_KEY=INTERNAL_KEY,
                    TUNERY_EVALUATOR_ACK_WAIT_SECONDS="2", TUNERY_EVALUATOR_LOG_LEVEL="INFO")
         evaluator = EvaluatorProcess(env, tmp / "evaluator.log", free_port())
         evaluator.start()
         log = EventLog(loop, nats.url, "tunery.events.evaluation.>")
         ds_channel = client.channel(dataset_addr, timeout=60)
+        tr_channel = client.channel(trainer_addr, timeout=60)
         s = Stack(tmp, loop, nats.url, dataset_pb2_grpc.DatasetServiceStub(ds_channel), dataset_addr, gateway,
-                  gw_settings, base, tuned, evaluator, env, log)
+                  gw_settings, base, tuned, evaluator, env, log, trainer_pb2_grpc.TrainerServiceStub(tr_channel),
+                  tiny)
         try:
             yield s
         finally:
@@ -164,6 +175,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             s.evaluator.close()
             s.gateway.stop()
             ds_channel.close()
+            tr_channel.close()
+            loop.run(tr_app.stop())
             loop.run(ds_app.stop())
             loop.close()
 
@@ -345,6 +358,37 @@ def test_the_run_waits_for_the_gateway_and_finishes_when_it_is_back(stack: Stack
     assert get(stack.stub, ev.id).spec.models[0].api_key_set and not get(stack.stub, ev.id).spec.models[0].api_key
 
 
+def test_a_jobs_validation_part_is_what_the_trainer_held_out(stack: Stack) -> None:
+    examples = [chat(i) for i in range(16)]
+    name = stack.version(examples)
+
+    def job(**kw: Any) -> str:
+        spec = tpb.JobSpec(base_model=str(stack.tiny), backend="echo", training_data=tpb.DatasetRef(dataset=name,
+                           version=1), hyperparameters=tpb.Hyperparameters(n_epochs=1, batch_size=4), **kw)
+        return str(stack.trainer.CreateJob(tpb.CreateJobRequest(spec=spec)).job.id)
+
+    split_job = job(validation_split=0.25, seed=5)
+    spec = stack.spec(name, data=pb.EvaluationData(job_id=split_job))
+    ev = stack.create(spec)
+    _, held_out = split_examples(examples, 0.25, 5)  # the trainer's split, redone here by the same function
+    assert ev.total_examples == validation_count(16, 0.25) == len(held_out) and ev.job_id == split_job
+    got = results(stack.stub, ev.id, follow=True)[0]
+    asked = sorted(json.loads(r.input_json)[-1]["content"] for r in got)
+    assert asked == sorted(examples[i]["messages"][1]["content"] for i in held_out)
+    listed = stack.stub.ListEvaluations(pb.ListEvaluationsRequest(job_id=split_job)).evaluations
+    assert [e.id for e in listed] == [ev.id]
+    # A job with a validation version: that version's examples.
+    val = stack.version([chat(100 + i) for i in range(2)])
+    version_job = job(validation_data=tpb.DatasetRef(dataset=val, version=1))
+    ev2 = stack.create(stack.spec(name, data=pb.EvaluationData(job_id=version_job)))
+    assert ev2.total_examples == 2 and ev2.resolved_data.dataset != ev.resolved_data.dataset
+    wait_state(stack.stub, ev2.id)
+    err = error_of(lambda: stack.create(stack.spec(name, data=pb.EvaluationData(job_id=job()))))
+    assert (err.code, err.field) == ("job_without_validation", "data.job_id")
+    assert error_of(lambda: stack.create(stack.spec(name, data=pb.EvaluationData(job_id="ftjob-none")))).code \
+        == "job_not_found"
+
+
 # ---- restarts ------------------------------------------------------------------------------------------------------
 class Gate:
     """An OpenAI-compatible endpoint in front of the gateway that counts each prompt's requests and, once `allow`
@@ -407,6 +451,28 @@ def test_a_killed_evaluator_resumes_without_recomputing_finished_examples(stack:
         gate.server.stop()
         if stack.evaluator.proc is None or stack.evaluator.proc.poll() is not None:
             stack.evaluator.start()
+
+
+def test_cancelling_a_running_evaluation_keeps_what_it_finished(stack: Stack) -> None:
+    name = stack.version([chat(i) for i in range(4)])
+    gate = Gate(stack.gateway_v1, allow=1)
+    try:
+        models = [pb.ModelRef(model=stack.base, base_url=f"{gate.server.url}/v1", api_key=ADMIN_KEY)]
+        ev = stack.create(stack.spec(name, models=models, generation=pb.GenerationConfig(max_tokens=4,
+                                                                                          concurrency=1)))
+        assert gate.held.wait(60), "the second request never reached the endpoint"
+        cancelled = stack.stub.CancelEvaluation(pb.CancelEvaluationRequest(evaluation_id=ev.id)).evaluation
+        assert cancelled.state == common_pb2.JOB_STATE_CANCELLED and cancelled.finished_examples == 1
+        assert [g.count for g in cancelled.summary.graders] == [1]
+        gate.release()  # the answer in flight comes back after the cancel: it is not stored
+        stack.events.wait_for("evaluation.cancelled", ev.id)
+        wait_until("the run noticed", lambda: f"evaluation {ev.id} ended cancelled" in stack.evaluator.log(), 60)
+        assert get(stack.stub, ev.id).finished_examples == 1 and len(results(stack.stub, ev.id)[0]) == 1
+        err = error_of(lambda: stack.stub.CancelEvaluation(pb.CancelEvaluationRequest(evaluation_id=ev.id)))
+        assert err.code == "evaluation_finished"
+    finally:
+        gate.release()
+        gate.server.stop()
 
 
 def test_an_endpoint_that_stays_away_fails_the_evaluation_clearly(stack: Stack) -> None:

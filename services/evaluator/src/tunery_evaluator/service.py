@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any, Protocol, TypeVar
 
-from tunery.errors import FailedPrecondition, InvalidArgument, Unavailable, required
+from tunery.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, required
 from tunery.split import split_examples
 from tunery_evaluator.client import EndpointDown, OpenAIModelClient
 from tunery_evaluator.domain import (
@@ -164,7 +164,10 @@ class EvaluatorService:
         if self.trainer is None:
             raise FailedPrecondition("this evaluator has no trainer address; give data.dataset_version",
                                      code="no_trainer", field="data.job_id")
-        job = await self.trainer.job_data(job_id)
+        try:
+            job = await self.trainer.job_data(job_id)
+        except NotFound as err:
+            raise NotFound(err.message, code=err.code, field="data.job_id") from None
         if job.validation is not None:
             return await self._version(job.validation, "data.job_id")
         if not job.validation_split:
