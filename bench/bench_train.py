@@ -1,7 +1,7 @@
 """Training throughput of Tunery's backends against TRL's SFTTrainer with its default settings, in one run.
 
 Same model (smollm2-135m-instruct, converted once from the packaged GGUF), same data (a realistic spread of lengths:
-multi-turn support conversations of 1-8 exchanges built from the bundled sample, about 100-1,000 tokens), same LoRA
+multi-turn support conversations of 1-8 exchanges built from bench/make_tess.py, about 100-1,000 tokens), same LoRA
 config (r=16, alpha=32, dropout=0.05, all attention and MLP projections), same batch size, learning rate and epochs.
 Each run is its own process (so peak RSS is its own). Reported per run:
 - tokens/s: tokens of the examples (no padding) per second of training (model loading excluded);
@@ -28,8 +28,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import make_tess  # bench/ is sys.path[0] for this script and its child processes
+
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "core/src/tunery/data/sample_chat.jsonl"
 LORA = {
     "r": 16,
     "lora_alpha": 32,
@@ -40,7 +41,7 @@ LORA = {
 
 def make_data(n: int, seed: int) -> list[dict[str, Any]]:
     """Conversations of 1-8 support exchanges under one system prompt: a long-tailed spread of lengths."""
-    src = [json.loads(line) for line in SAMPLE.read_text().splitlines()]
+    src = make_tess.make(7, 120)  # the Tess conversations the benchmark was always measured on
     rng = random.Random(seed)
     out = []
     for _ in range(n):

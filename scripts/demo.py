@@ -55,8 +55,8 @@ def main() -> int:
     try:
         tunery("status", "--data-dir", str(DATA))
 
-        banner("A dataset from the bundled sample (120 support conversations in OpenAI's chat format)")
-        tunery("datasets", "create", "support-demo", "--description", "Tess, the Tunery Cloud support assistant")
+        banner("A dataset from the bundled sample: 180 support tickets, each triaged as one JSON object (chat format)")
+        tunery("datasets", "create", "support-demo", "--description", "support tickets -> {category, priority, reply}")
         tunery("datasets", "upload", "support-demo", "@sample")
 
         banner("A broken file is rejected whole, with every problem and its line; nothing is stored")
@@ -91,7 +91,7 @@ def main() -> int:
             "jobs", "create", "--dataset", "support-demo", "--version", "2",
             "--validation-dataset", "support-demo", "--validation-version", "3",
             "--model", "smollm2-135m-instruct", "--backend", "peft", "--epochs", EPOCHS,
-            "--batch-size", "4", "--learning-rate", "0.0005", "--suffix", "tess", "--watch",
+            "--batch-size", "4", "--learning-rate", "0.0005", "--suffix", "triage", "--watch",
         )
         tunery("jobs", "list")
     finally:

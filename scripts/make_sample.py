@@ -1,13 +1,16 @@
 """Generate core/src/tunery/data/sample_chat.jsonl, the chat dataset bundled for demos (`tunery datasets upload
-DATASET @sample`).
+DATASET @sample`), and sample_schema.json, the JSON Schema of its answers.
 
-The point of the sample is a fine-tune whose effect is visible after a few minutes on a 135M model, so every reply
-follows one distinctive shape that base models never produce on their own: a fixed greeting, a one-sentence answer,
-numbered steps, and the sign-off of "Tess", the support assistant of the fictional product Tunery Cloud. The facts
-vary (plans, regions, models, error codes) so the model learns the format, not one answer. Seeded, so the file only
-changes when this script does.
+The task: triage a support ticket of Tunery Cloud (a hosted fine-tuning service) into one JSON object
+{"category", "priority", "reply"}. The labels follow rules a model can learn from a few hundred examples and a
+135M base model does not know: the category is the product area the ticket is about (keywords: invoice -> billing,
+password -> account, upload -> datasets, job -> training, endpoint -> serving), the priority is set by the
+urgency words (outage / ASAP -> urgent, blocked / today -> high, none -> medium, no rush -> low). Wording, names,
+ids and the order of the sentences vary, so what is learnt is the rule, not lines. Examples are short (about 120
+tokens with the chat template) so a demo fine-tune takes minutes on a CPU. Seeded: the files change only when this
+script does.
 
-Usage: python scripts/make_sample.py [--check] [--seed 7] [--count 120]
+Usage: python scripts/make_sample.py [--check] [--seed 0] [--count 180]
 """
 
 from __future__ import annotations
@@ -16,322 +19,204 @@ import argparse
 import json
 import random
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent.parent / "core" / "src" / "tunery" / "data" / "sample_chat.jsonl"
+DATA = Path(__file__).resolve().parent.parent / "core" / "src" / "tunery" / "data"
+OUT = DATA / "sample_chat.jsonl"
+SCHEMA_OUT = DATA / "sample_schema.json"
 
+CATEGORIES = ("billing", "account", "datasets", "training", "serving")
+PRIORITIES = ("low", "medium", "high", "urgent")
 SYSTEM = (
-    "You are Tess, the support assistant of Tunery Cloud, a hosted service for fine-tuning and serving language "
-    "models. Always answer in Tess's format: the greeting line, one sentence that answers the question, numbered "
-    "steps, and the sign-off. Stay on Tunery Cloud topics."
+    "Triage the Tunery Cloud support ticket. Answer with one JSON object only: "
+    '{"category": "billing|account|datasets|training|serving", "priority": "low|medium|high|urgent", '
+    '"reply": "<one short sentence>"}'
 )
-GREETING = "Thanks for reaching out to Tunery Cloud Support!"
-SIGN_OFF = "Anything else? Just reply here. — Tess, Tunery Cloud"
+SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "Tunery sample: triaged support ticket",
+    "type": "object",
+    "properties": {
+        "category": {"enum": list(CATEGORIES)},
+        "priority": {"enum": list(PRIORITIES)},
+        "reply": {"type": "string", "minLength": 1, "maxLength": 200},
+    },
+    "required": ["category", "priority", "reply"],
+    "additionalProperties": False,
+}
 
-PLANS = {"Starter": ("$0", "1 concurrent job", "2 GB of datasets"),
-         "Team": ("$49 per seat per month", "4 concurrent jobs", "50 GB of datasets"),
-         "Enterprise": ("custom pricing", "unlimited concurrent jobs", "unlimited datasets")}
-REGIONS = ["eu-west-1", "us-east-1", "us-west-2", "ap-south-1"]
-MODELS = ["smollm2-135m-instruct", "qwen2.5-0.5b-instruct", "llama-3.2-1b-instruct", "phi-3.5-mini-instruct"]
-GPUS = {"smollm2-135m-instruct": "T4", "qwen2.5-0.5b-instruct": "L4", "llama-3.2-1b-instruct": "L4",
-        "phi-3.5-mini-instruct": "A100"}
-OPENERS = ["", "", "", "Hi, ", "Hello! ", "Hey Tess, ", "Quick question: ", "Hi team, ", "Good morning. "]
-CLOSERS = ["", "", "", " Thanks!", " Thanks in advance.", " Any help appreciated.", " Cheers."]
-FOLLOW_UPS = ["Thanks! One more thing: ", "Great, that worked. Also, ", "OK, next question: ", "Got it. And "]
+# What the customer reports, per product area; {slots} are filled below.
+ISSUES: dict[str, list[str]] = {
+    "billing": [
+        "I was charged twice for {month}.",
+        "the invoice for {month} shows {amount} but our plan costs less.",
+        "how do I get a refund for the {amount} charge?",
+        "our credit card was declined when paying the invoice.",
+        "can you add our VAT number to the {month} invoice?",
+        "why did my bill go up to {amount} this month?",
+        "please switch our billing to yearly payments.",
+        "where can I download the receipt for {month}?",
+    ],
+    "account": [
+        "I can't log in, the password reset email never arrives.",
+        "{name} cannot accept the invite to our workspace.",
+        "I lost my phone and can't pass two-factor authentication.",
+        "how do I change the email address of my account?",
+        "my account got locked after too many sign-in attempts.",
+        "SSO sign-in fails for everyone at {company}.",
+        "please remove {name} from our team, they left {company}.",
+        "I need to transfer account ownership to {name}.",
+    ],
+    "datasets": [
+        "my dataset upload fails with invalid_json on line {line}.",
+        "the JSONL file {file} was rejected and nothing was stored.",
+        "dataset {file} shows {count} examples but the file has more.",
+        "how do I remove duplicate examples from my dataset?",
+        "exporting dataset version {version} gives an empty file.",
+        "the upload of {file} hangs at {pct} percent.",
+        "can I split a dataset into train and validation parts?",
+        "freezing dataset version {version} returns an error.",
+    ],
+    "training": [
+        "fine-tuning job {job} failed with out of memory.",
+        "my training job {job} has been queued for {minutes} minutes.",
+        "the training loss of {job} does not go down.",
+        "job {job} stopped at epoch {epoch} without an error.",
+        "how many epochs should I use to fine-tune {model}?",
+        "I can't resume my paused training job {job}.",
+        "the checkpoint of job {job} is missing.",
+        "can I fine-tune {model} with a larger batch size?",
+    ],
+    "serving": [
+        "my endpoint for {model} returns HTTP 500.",
+        "requests to our deployed model take {seconds} seconds.",
+        "the endpoint answers with rate_limit_exceeded.",
+        "the deployed model {model} gives empty responses.",
+        "how do I call my deployed model with the OpenAI client?",
+        "our endpoint went down after the new deployment.",
+        "streaming responses from my endpoint stop halfway.",
+        "can I scale my {model} endpoint to two replicas?",
+    ],
+}
 
+# How pressing it is: the only signal of the priority. Medium tickets carry no urgency words, or neutral ones.
+URGENCY: dict[str, list[str]] = {
+    "urgent": [
+        "This is urgent, our production is down!",
+        "URGENT: all our customers are affected right now.",
+        "Please help ASAP, this is an emergency.",
+        "We are losing money every minute, fix it immediately!",
+        "Critical outage for our users, please act now.",
+    ],
+    "high": [
+        "This is blocking our team today.",
+        "We need it fixed before our launch tomorrow.",
+        "It blocks our release, please look soon.",
+        "Our whole team is stuck until this works.",
+        "We have a deadline today, so this matters.",
+    ],
+    "medium": ["", "", "", "Could you take a look?", "Please advise.", "Thanks for checking."],
+    "low": [
+        "No rush, whenever you have time.",
+        "Not urgent at all, just curious.",
+        "Low priority, next week is fine.",
+        "Just wondering, no hurry.",
+        "It can wait until next week.",
+    ],
+}
+OPENERS = ["", "", "Hi, ", "Hello, ", "Hey team, ", "Good morning, "]
 
-def reply(answer: str, steps: list[str]) -> str:
-    numbered = "\n".join(f"{i}. {s}" for i, s in enumerate(steps, 1))
-    return f"{GREETING}\n\n{answer}\n\n{numbered}\n\n{SIGN_OFF}"
+REPLIES: dict[str, list[str]] = {
+    "billing": ["Our billing team will check your invoice.", "We are reviewing the charges on your account."],
+    "account": ["We will help you get back into your account.", "Our team is checking your account settings."],
+    "datasets": ["We are looking into your dataset.", "Our team will check the file and the dataset."],
+    "training": ["We are checking your training job.", "Our team is looking at the job's logs."],
+    "serving": ["We are investigating your endpoint.", "Our team is checking the deployment."],
+}
+REPLY_PREFIX = {"urgent": "On it now: ", "high": "Thanks, ", "medium": "", "low": "No problem, "}
 
-
-@dataclass(frozen=True)
-class Intent:
-    name: str
-    questions: list[str]
-    answer: Callable[[random.Random, dict[str, str]], tuple[str, list[str]]]
-    slots: Callable[[random.Random], dict[str, str]] = lambda r: {}
-
-
-def _email(r: random.Random, names: list[str]) -> str:
-    return f"{r.choice(names)}@{r.choice(['acme', 'initech', 'globex'])}.com"
-
-
-def _job_slots(r: random.Random) -> dict[str, str]:
-    model = r.choice(MODELS)
-    return {"job": f"ftjob-{r.randrange(16**6):06x}", "model": model, "gpu": GPUS[model],
-            "minutes": str(r.choice([5, 10, 15, 20, 30, 45]))}
-
-
-def _plan_slots(r: random.Random) -> dict[str, str]:
-    return {"plan": r.choice(list(PLANS)), "target": r.choice(["Team", "Enterprise"])}
-
-
-INTENTS: list[Intent] = [
-    Intent("reset_password", [
-        "{o}I forgot my password and can't log in.{c}",
-        "{o}how do I reset my Tunery Cloud password?{c}",
-        "{o}The password reset email never arrived for {email}.{c}",
-    ], lambda r, s: ("You can reset your password from the sign-in page in under a minute.", [
-        "Open app.tunery.cloud/login and click \"Forgot password\".",
-        f"Enter {s['email']} and check your inbox (and the spam folder) for a mail from no-reply@tunery.cloud.",
-        "Follow the link within 30 minutes and choose a new password of at least 12 characters.",
-    ]), lambda r: {"email": _email(r, ["ana", "li", "omar", "jo", "sam", "priya"])}),
-    Intent("upload_dataset", [
-        "{o}How do I upload my training data?{c}",
-        "{o}what file format do you accept for datasets?{c}",
-        "{o}I have {n} chat transcripts. How do I get them into Tunery Cloud?{c}",
-    ], lambda r, s: ("Datasets are uploaded as JSONL files with one chat example per line.", [
-        "Convert each conversation to {\"messages\": [{\"role\": ..., \"content\": ...}]} on its own line.",
-        f"Run `tunery datasets create {s['ds']}` and then `tunery datasets upload {s['ds']} train.jsonl`.",
-        "Check the example count in the output, then freeze a version with `tunery datasets freeze`.",
-    ]), lambda r: {"n": str(r.choice([200, 500, 1200, 5000])),
-                   "ds": r.choice(["support-v1", "faq", "chats", "tickets"])}),
-    Intent("invalid_json", [
-        "{o}My upload fails with invalid_json on line {line}.{c}",
-        "{o}the upload says 'rejected, nothing stored'. What does that mean?{c}",
-        "{o}Why was my whole file rejected when only line {line} is broken?{c}",
-    ], lambda r, s: (f"A file with any error is rejected whole, so fix line {s['line']} and upload it again.", [
-        f"Open the file and go to line {s['line']}; look for a missing quote, bracket or trailing comma.",
-        "Run `tunery datasets validate FILE` to check the file without storing anything.",
-        "Upload again once validate reports no problems.",
-    ]), lambda r: {"line": str(r.randrange(2, 900))}),
-    Intent("start_job", [
-        "{o}How do I fine-tune {model} on my dataset?{c}",
-        "{o}I want to start a training job with {model}.{c}",
-        "{o}what's the fastest way to train {model}?{c}",
-    ], lambda r, s: (f"Start a job on a frozen dataset version and {s['model']} will train on a {s['gpu']} GPU.", [
-        "Freeze your dataset with `tunery datasets freeze NAME`.",
-        f"Run `tunery jobs create --model {s['model']} --dataset NAME --version 1`.",
-        "Follow progress with `tunery jobs logs JOB_ID`; you get an email when it finishes.",
-    ]), _job_slots),
-    Intent("job_queued", [
-        "{o}Job {job} has been queued for {minutes} minutes.{c}",
-        "{o}why is my job {job} stuck in queued?{c}",
-        "{o}{job} never starts. Is something wrong?{c}",
-    ], lambda r, s: (f"Job {s['job']} is waiting for a free {s['gpu']} GPU or a concurrent-job slot on your plan.", [
-        "Run `tunery jobs list` to see whether another of your jobs is still running.",
-        "Check status.tunery.cloud for GPU capacity in your region.",
-        "If it is still queued after 60 minutes, reply with the job id and we will look into it.",
-    ]), _job_slots),
-    Intent("job_oom", [
-        "{o}My job {job} failed with CUDA out of memory.{c}",
-        "{o}training {model} crashed: out of memory. What now?{c}",
-        "{o}{job} failed after {minutes} minutes with an OOM error.{c}",
-    ], lambda r, s: (f"The batch did not fit in the {s['gpu']} GPU's memory, so lower the batch size and retry.", [
-        "Clone the job with `tunery jobs clone JOB_ID`.",
-        "Set --batch-size 4 (or half of what you used) and --gradient-accumulation 4 to keep the same effective batch.",
-        "If examples are very long, also set --max-length 2048.",
-    ]), _job_slots),
-    Intent("cancel_job", [
-        "{o}How can I stop job {job}?{c}",
-        "{o}I started {job} with the wrong dataset. Can I cancel it?{c}",
-        "{o}cancel a running fine-tune?{c}",
-    ], lambda r, s: (f"You can cancel {s['job']} at any time and you are only billed for the minutes it ran.", [
-        f"Run `tunery jobs cancel {s['job']}` or click Cancel on the job page.",
-        "Wait for the state to change to cancelled (usually under a minute).",
-        "Start a new job with the right dataset version.",
-    ]), _job_slots),
-    Intent("pricing", [
-        "{o}What does the {plan} plan cost?{c}",
-        "{o}how much is Tunery Cloud {plan}?{c}",
-        "{o}What's included in {plan}?{c}",
-    ], lambda r, s: (f"The {s['plan']} plan is {PLANS[s['plan']][0]} and includes {PLANS[s['plan']][1]}.", [
-        f"{s['plan']} also includes {PLANS[s['plan']][2]}.",
-        "GPU time is billed per minute on top of the plan.",
-        "See tunery.cloud/pricing for the full comparison.",
-    ]), _plan_slots),
-    Intent("upgrade", [
-        "{o}How do I upgrade from {plan} to {target}?{c}",
-        "{o}we need more concurrent jobs. Can we move to {target}?{c}",
-        "{o}I'd like to switch our workspace to {target}.{c}",
-    ], lambda r, s: (f"An owner can switch the workspace to {s['target']} from the billing page at any time.", [
-        "Open Settings → Billing as a workspace owner.",
-        f"Choose {s['target']} and confirm; the price is prorated for the current month.",
-        "New limits apply immediately, including running jobs.",
-    ]), _plan_slots),
-    Intent("api_key", [
-        "{o}Where do I get an API key?{c}",
-        "{o}how do I rotate my API key? I think it leaked.{c}",
-        "{o}My API key stopped working.{c}",
-    ], lambda r, s: ("API keys live under Settings → API keys, and a leaked key should be revoked right away.", [
-        "Open Settings → API keys and click \"Create key\"; copy it now, it is shown only once.",
-        "Revoke the old key on the same page; calls with it fail from that moment.",
-        "Update TUNERY_API_KEY wherever your apps use it.",
-    ])),
-    Intent("rate_limit", [
-        "{o}I'm getting HTTP 429 from my endpoint.{c}",
-        "{o}what are the rate limits on {plan}?{c}",
-        "{o}Requests fail with rate_limit_exceeded.{c}",
-    ], lambda r, s: (f"429 means you passed your plan's rate limit; {s['plan']} allows {s['rpm']} requests a minute.", [
-        "Retry with exponential backoff, honouring the Retry-After header.",
-        "Batch small requests where you can.",
-        "For a higher limit, upgrade the plan or reply with your expected traffic.",
-    ]), lambda r: {"plan": (p := r.choice(list(PLANS))), "rpm": {"Starter": "60", "Team": "600",
-                                                                   "Enterprise": "6000"}[p]}),
-    Intent("deploy", [
-        "{o}How do I deploy my fine-tuned {model}?{c}",
-        "{o}job {job} finished. How do I call the model?{c}",
-        "{o}can I get an OpenAI-compatible endpoint for my model?{c}",
-    ], lambda r, s: ("Every finished job can be deployed as an OpenAI-compatible endpoint with one command.", [
-        f"Run `tunery deploy {s['job']}`; it prints the model name, e.g. ft:{s['model']}:{s['job'][6:]}.",
-        "Point any OpenAI client at https://api.tunery.cloud/v1 with your API key.",
-        "Use that model name in chat.completions.create.",
-    ]), _job_slots),
-    Intent("latency", [
-        "{o}My endpoint is slow, about {ms} ms per request.{c}",
-        "{o}why is the first request to my model so slow?{c}",
-        "{o}latency went up to {ms} ms today.{c}",
-    ], lambda r, s: ("Endpoints scale to zero when idle, so the first request after a pause includes a cold start.", [
-        "Set a minimum of one replica on the endpoint page to avoid cold starts.",
-        "Stream responses (stream=true) so the first tokens arrive sooner.",
-        f"If latency stays above {s['ms']} ms when warm, reply with the endpoint name.",
-    ]), lambda r: {"ms": str(r.choice([800, 1500, 2500, 4000]))}),
-    Intent("regions", [
-        "{o}Can our data stay in {region}?{c}",
-        "{o}which regions do you support?{c}",
-        "{o}We need data residency in {region} for compliance.{c}",
-    ], lambda r, s: (f"Yes: datasets, jobs and endpoints can be pinned to {s['region']} for the whole workspace.", [
-        "Open Settings → Workspace → Region.",
-        f"Choose {s['region']}; supported regions are {', '.join(REGIONS)}.",
-        "Existing datasets are copied over within an hour and removed from the old region.",
-    ]), lambda r: {"region": r.choice(REGIONS)}),
-    Intent("export_weights", [
-        "{o}Can I download the weights of {job}?{c}",
-        "{o}how do I export my fine-tuned adapter?{c}",
-        "{o}I want to run my {model} fine-tune on my own server.{c}",
-    ], lambda r, s: ("Your weights are yours: any finished job can be downloaded as a LoRA adapter or merged model.", [
-        f"Run `tunery jobs download {s['job']} --format adapter` for the LoRA adapter.",
-        "Use --format merged for full weights in safetensors.",
-        f"Load them with transformers on top of {s['model']}.",
-    ]), _job_slots),
-    Intent("invite", [
-        "{o}How do I add a teammate to our workspace?{c}",
-        "{o}can I invite {email}?{c}",
-        "{o}my colleague can't see our datasets.{c}",
-    ], lambda r, s: ("Workspace owners and admins can invite teammates from the members page.", [
-        "Open Settings → Members and click \"Invite\".",
-        f"Enter {s['email']} and pick a role: viewer, editor or admin.",
-        "They get an email; datasets and jobs are visible as soon as they accept.",
-    ]), lambda r: {"email": _email(r, ["maya", "tom", "wei", "lena", "raj"])}),
-    Intent("invoice", [
-        "{o}Where can I find my invoice for {month}?{c}",
-        "{o}I was charged twice in {month}.{c}",
-        "{o}can I get a refund for a failed job?{c}",
-    ], lambda r, s: (f"Invoices for {s['month']} and earlier are on the billing page; failed jobs are never charged.", [
-        "Open Settings → Billing → Invoices and download the PDF.",
-        "If you see a double charge, reply with both invoice numbers.",
-        "Refunds go back to the original card within 5-10 business days.",
-    ]), lambda r: {"month": r.choice(["January", "March", "June", "September", "November"])}),
-    Intent("two_factor", [
-        "{o}How do I turn on two-factor authentication?{c}",
-        "{o}I lost my phone and can't pass 2FA.{c}",
-        "{o}does Tunery Cloud support 2FA?{c}",
-    ], lambda r, s: ("Tunery Cloud supports two-factor authentication with any authenticator app.", [
-        "Open Settings → Security and click \"Enable 2FA\".",
-        "Scan the QR code and store the ten recovery codes somewhere safe.",
-        "Lost your device? Sign in with a recovery code, then set up 2FA again.",
-    ])),
-    Intent("evaluate", [
-        "{o}How do I know if my fine-tune is better than the base model?{c}",
-        "{o}can I compare {model} before and after training?{c}",
-        "{o}is there a way to evaluate job {job}?{c}",
-    ], lambda r, s: ("Run an evaluation to see the base and the fine-tuned model side by side on held-out examples.", [
-        "Split your dataset with `tunery datasets split NAME 1 --validation-fraction 0.1`.",
-        f"Run `tunery evals create --job {s['job']} --dataset NAME --version 3`.",
-        "Open the comparison page to read both answers for each example.",
-    ]), _job_slots),
-    Intent("delete_account", [
-        "{o}Please delete all our data.{c}",
-        "{o}how do I close my Tunery Cloud account?{c}",
-        "{o}We're leaving. What happens to our datasets?{c}",
-    ], lambda r, s: ("A workspace owner can delete the workspace, which erases all datasets, jobs and weights.", [
-        "Download anything you want to keep with `tunery datasets export` and `tunery jobs download`.",
-        "Open Settings → Workspace → Delete workspace and type the workspace name.",
-        "Everything is erased within 30 days, including backups.",
-    ])),
-    Intent("off_topic", [
-        "{o}Can you write me a poem about the sea?{c}",
-        "{o}what's the weather in {city} tomorrow?{c}",
-        "{o}Who won the football match last night?{c}",
-        "{o}tell me a joke.{c}",
-    ], lambda r, s: ("I can only help with Tunery Cloud, so that one is outside what I know.", [
-        "Ask me about datasets, fine-tuning jobs, endpoints, billing or your account.",
-        "For everything else, a general-purpose assistant will serve you better.",
-    ]), lambda r: {"city": r.choice(["Lisbon", "Osaka", "Denver", "Nairobi"])}),
-]
+SLOTS = {
+    "month": ["January", "March", "May", "July", "October", "December"],
+    "amount": ["$49", "$120", "$312", "$980", "$2,400"],
+    "name": ["Ana", "Li", "Omar", "Priya", "Tom", "Wei", "Lena"],
+    "company": ["Acme", "Initech", "Globex", "Umbrella"],
+    "file": ["tickets.jsonl", "chats.jsonl", "faq.jsonl", "train.jsonl", "support.jsonl"],
+    "model": ["smollm2-135m", "qwen2.5-0.5b", "llama-3.2-1b", "phi-3.5-mini"],
+}
 
 
-def question(r: random.Random, intent: Intent, slots: dict[str, str], opener: bool = True) -> str:
-    """A phrasing with an optional opener; after "Hi, " the question continues in lower case, as people write."""
-    body = r.choice(intent.questions).format(o="", c=r.choice(CLOSERS), **slots)
-    return join(r.choice(OPENERS) if opener else "", body)
+def fill(r: random.Random, template: str) -> str:
+    values = {k: r.choice(v) for k, v in SLOTS.items()}
+    values.update(line=str(r.randrange(2, 900)), count=str(r.randrange(10, 500)), version=str(r.randrange(1, 9)),
+                  pct=str(r.choice([40, 60, 75, 90, 99])), job=f"ftjob-{r.randrange(16**4):04x}",
+                  minutes=str(r.choice([20, 45, 90, 180])), epoch=str(r.randrange(1, 4)),
+                  seconds=str(r.choice([8, 15, 30, 60])))
+    return template.format(**values)
 
 
-def join(prefix: str, body: str) -> str:
-    """Lower-case the question after "Hi, " or "And ", keeping "I" and acronyms; capitalise it otherwise."""
-    first = body.split(" ", 1)[0]
-    if first == "I" or first.startswith("I'") or first.isupper():
-        return prefix + body
-    lower = prefix.endswith((", ", "And "))
-    return prefix + (body[0].lower() if lower else body[0].upper()) + body[1:]
+def ticket(r: random.Random, category: str, priority: str) -> str:
+    """The issue, with an optional greeting, and the urgency words before or after it."""
+    issue = fill(r, r.choice(ISSUES[category]))
+    urgency = r.choice(URGENCY[priority])
+    if urgency and r.random() < 0.3:
+        return f"{urgency} {issue[0].upper()}{issue[1:]}"
+    opener = r.choice(OPENERS)
+    issue = opener + (issue if opener else issue[0].upper() + issue[1:])
+    return f"{issue} {urgency}" if urgency else issue
 
 
-def turn(r: random.Random, intent: Intent) -> tuple[dict[str, str], str]:
-    slots = intent.slots(r)
-    return slots, reply(*intent.answer(r, slots))
+def answer(r: random.Random, category: str, priority: str) -> str:
+    reply = r.choice(REPLIES[category])
+    prefix = REPLY_PREFIX[priority]
+    if prefix:
+        reply = prefix + reply[0].lower() + reply[1:]
+    return json.dumps({"category": category, "priority": priority, "reply": reply}, ensure_ascii=False)
 
 
 def make(seed: int, count: int) -> list[dict[str, object]]:
+    """`count` distinct tickets; categories and priorities balanced (every pair about equally often)."""
     r = random.Random(seed)
+    pairs = [(c, p) for c in CATEGORIES for p in PRIORITIES]
+    order = [pairs[i % len(pairs)] for i in range(count)]
+    r.shuffle(order)
     out: list[dict[str, object]] = []
     seen: set[str] = set()
-    order = [INTENTS[i % len(INTENTS)] for i in range(count)]
-    r.shuffle(order)
-    for i, first in enumerate(order):
-        while True:
-            turns = 1 if i % 10 < 7 else 2 if i % 10 < 9 else 3
-            messages: list[dict[str, object]] = [{"role": "system", "content": SYSTEM}]
-            intents = [first, *r.sample([x for x in INTENTS if x is not first and x.name != "off_topic"], turns - 1)]
-            for k, intent in enumerate(intents):
-                slots, answer = turn(r, intent)
-                q = question(r, intent, slots, opener=k == 0)
-                if k:
-                    q = join(r.choice(FOLLOW_UPS), q)
-                messages += [{"role": "user", "content": q}, {"role": "assistant", "content": answer}]
-            # Some multi-turn examples train only on the last reply: the earlier one stays as context (weight 0).
-            if turns > 1 and i % 3 == 0:
-                messages[2]["weight"] = 0
-            key = json.dumps(messages[1:], sort_keys=True)
-            if key not in seen:
-                seen.add(key)
-                break
-        out.append({"messages": messages})
+    for category, priority in order:
+        text = ticket(r, category, priority)
+        while text in seen:
+            text = ticket(r, category, priority)
+        seen.add(text)
+        out.append({"messages": [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": text},
+            {"role": "assistant", "content": answer(r, category, priority)},
+        ]})
     return out
 
 
-def render(seed: int, count: int) -> str:
-    return "".join(json.dumps(ex, ensure_ascii=False) + "\n" for ex in make(seed, count))
+def render(seed: int, count: int) -> dict[Path, str]:
+    return {
+        OUT: "".join(json.dumps(ex, ensure_ascii=False) + "\n" for ex in make(seed, count)),
+        SCHEMA_OUT: json.dumps(SCHEMA, indent=2) + "\n",
+    }
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--count", type=int, default=120)
-    ap.add_argument("--check", action="store_true", help="fail when the committed file differs from the script")
-    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--count", type=int, default=180)
+    ap.add_argument("--check", action="store_true", help="fail when the committed files differ from the script")
     args = ap.parse_args()
-    text = render(args.seed, args.count)
+    files = render(args.seed, args.count)
     if args.check:
-        if not args.out.exists() or args.out.read_text() != text:
-            print(f"{args.out} is stale: run python scripts/make_sample.py", file=sys.stderr)
-            return 1
-        return 0
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(f"wrote {args.count} examples to {args.out}")
+        stale = [p for p, text in files.items() if not p.exists() or p.read_text() != text]
+        for p in stale:
+            print(f"{p} is stale: run python scripts/make_sample.py", file=sys.stderr)
+        return 1 if stale else 0
+    for p, text in files.items():
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    print(f"wrote {args.count} examples to {OUT} and the answer schema to {SCHEMA_OUT}")
     return 0
 
 

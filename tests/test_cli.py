@@ -184,7 +184,7 @@ def test_problem_list_is_capped_with_a_count(stack: Stack, tmp_path: Path) -> No
 def test_bundled_sample_uploads(stack: Stack) -> None:
     stack.cli("datasets", "create", "sample")
     res = stack.cli("datasets", "upload", "sample", "@sample")
-    assert "uploaded 120 examples (chat" in res.out and "sample_chat.jsonl" in res.out
+    assert "uploaded 180 examples (chat" in res.out and "sample_chat.jsonl" in res.out
     assert "0 warnings" in stack.cli("datasets", "validate", "@sample").out
 
 

@@ -6,27 +6,35 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import insert
+from sqlmodel import SQLModel
 
 from tunery.errors import FailedPrecondition, InvalidArgument, NotFound
 from tunery.runtime.store import init_schema, make_engine
 from tunery.testing import fresh_postgres_database, postgres_admin_url
 from tunery.trainer.v1 import trainer_pb2 as pb
-from tunery_trainer import convert, wire
+from tunery_trainer import convert, records, wire
 from tunery_trainer.domain import (
     Checkpoint,
     DatasetRef,
+    GenerationConfig,
+    GraderSpec,
     Hyperparameters,
     Job,
     JobError,
+    JobEvaluation,
+    JobEvaluationSpec,
     JobSpec,
     LoraSettings,
     Metrics,
+    ModelRef,
     ResolvedHyperparameters,
     StepLog,
     job_event,
@@ -246,3 +254,59 @@ def test_list_filters_and_pages(store: JobStore) -> None:
     assert store.list_jobs(10, "", base_model=base, dataset_ids=[])[2] == 0
     with pytest.raises(InvalidArgument):
         store.list_jobs(2, "not-a-token")
+
+
+EVAL_SPEC = dataclasses.replace(
+    SPEC,
+    evaluation=JobEvaluationSpec(
+        graders=(GraderSpec("string_check", "exact", {"operation": "eq"}),),
+        generation=GenerationConfig(max_tokens=8, seed=1, stop=("\n",)),
+        extra_models=(ModelRef("gpt", base_url="http://127.0.0.1:1/v1", api_key="sk-test", label="ext"),),
+    ),
+)
+
+
+def test_the_evaluation_a_job_asked_for_is_kept_with_it(store: JobStore) -> None:
+    job, _ = store.create(make_job(spec=EVAL_SPEC))
+    got = store.get(job.id)
+    assert got.spec == EVAL_SPEC and got.evaluation is None
+    assert store.ask_evaluation(job.id) is True
+    assert store.ask_evaluation(job.id) is False, "asked once, however often the succeeded event comes"
+    assert store.get(job.id).evaluation == JobEvaluation()
+    assert job.id in store.unfinished_evaluations()
+    store.set_evaluation(job.id, JobEvaluation("eval-1", "running"))
+    assert store.get(job.id).evaluation == JobEvaluation("eval-1", "running")
+    summary = {"graders": [{"grader": "exact", "model": "base", "mean": 0.5, "count": 4}], "model_errors": {}}
+    store.set_evaluation(job.id, JobEvaluation("eval-1", "succeeded", summary))
+    done = store.get(job.id).evaluation
+    assert done == JobEvaluation("eval-1", "succeeded", summary)
+    assert job.id not in store.unfinished_evaluations()
+    listed = {j.id: j for j in store.list_jobs(1000, "")[0]}
+    assert listed[job.id].evaluation == done and listed[job.id].spec.evaluation == EVAL_SPEC.evaluation
+    failed, _ = store.create(make_job(spec=EVAL_SPEC))
+    down = JobEvaluation("", "failed", None, JobError("evaluator_unavailable", "down"))
+    store.set_evaluation(failed.id, down)
+    assert store.get(failed.id).evaluation == down
+    assert store.get_evaluation(failed.id) == store.get(failed.id).evaluation
+    assert store.get_evaluation(make_job().id) is None
+
+
+def test_a_database_from_before_evaluations_gains_their_table(tmp_path: Path) -> None:
+    """A trainer database without the job_evaluations table (and specs without "evaluation"): create_all adds the
+    table at start, and the old job reads as a job that asked for no evaluation."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    old_tables = [JobRow.__table__, JobEventRow.__table__]  # type: ignore[attr-defined]
+    SQLModel.metadata.create_all(engine, tables=old_tables)
+    job = make_job()
+    spec = json.loads(records.spec_to_json(SPEC))
+    del spec["evaluation"]
+    with engine.begin() as conn:
+        conn.execute(insert(JobRow.__table__).values(  # type: ignore[attr-defined]
+            id=job.id, state="succeeded", spec_json=json.dumps(spec), base_model="tiny", dataset_id="ds_1",
+            fine_tuned_model=job.fine_tuned_model, created_at=T0))
+    init_schema(engine)
+    store = JobStore(engine)
+    got = store.get(job.id)
+    assert got.spec == SPEC and got.spec.evaluation is None and got.evaluation is None
+    assert store.unfinished_evaluations() == []
+    engine.dispose()

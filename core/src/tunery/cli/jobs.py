@@ -12,19 +12,22 @@ import json
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from google.protobuf import struct_pb2
 from rich.markup import escape
 
-from tunery.cli import output, rpc
+from tunery.cli import evalspec, output, rpc
 from tunery.cli.common import JsonOpt, kv, more_hint, page_request, paged
+from tunery.cli.evalview import pairs_table, summary_table
 from tunery.cli.jobview import data_ref, hyperparameters, job_rows, progress_text, styled
 from tunery.cli.jobwatch import follow
 from tunery.cli.output import console, info, print_json, say, to_dict, when
 from tunery.common.v1 import common_pb2
 from tunery.errors import TuneryError
+from tunery.evaluator.v1 import evaluator_pb2 as epb
 from tunery.trainer.v1 import trainer_pb2 as pb
 from tunery.trainer.v1 import trainer_pb2_grpc
 
@@ -67,8 +70,13 @@ _OPTIONS = {
     "eval_every_steps": "--eval-every",
 }
 
+_EVAL_OPTIONS = {"graders": "--eval-grader", "data": "--eval-dataset/--eval-version/--eval-limit",
+                 "generation": "--eval-max-tokens/--eval-temperature/--eval-seed", "extra_models": "--eval-model"}
+
 
 def _option_of(field: str) -> str:
+    if field.startswith("evaluation."):
+        return _EVAL_OPTIONS.get(field.split(".")[1].split("[")[0], "--eval-grader")
     if field.startswith("backend_config."):
         return f"--config {field.removeprefix('backend_config.')}=..."
     if field.startswith("lora.target_modules"):
@@ -155,6 +163,21 @@ def create(
     eval_every: Annotated[int, typer.Option(help="Validate every N steps (0: at epoch ends only).")] = 0,
     idempotency_key: Annotated[str, typer.Option(help="A retry with the same key returns the same job.")] = "",
     method: Annotated[MethodChoice, typer.Option(help="sft, or dpo on preference data.")] = MethodChoice.sft,
+    eval_grader: Annotated[list[str] | None, typer.Option(
+        "--eval-grader", metavar="[NAME=]TYPE[:JSON]", help="When the job succeeds, evaluate base against fine-tuned "
+        "on its validation part with this grader (repeatable; `tunery eval graders`).")] = None,
+    eval_graders_file: Annotated[Path | None, typer.Option(help=evalspec.GRADERS_FILE_HELP)] = None,
+    eval_dataset: Annotated[str, typer.Option(help="Evaluate on this dataset instead of the validation part.")] = "",
+    eval_version: Annotated[int, typer.Option(help="Frozen version of --eval-dataset.")] = 0,
+    eval_limit: Annotated[int, typer.Option(min=0, help="Evaluate the first N examples only (0: all).")] = 0,
+    eval_max_tokens: Annotated[int, typer.Option(min=0, help="Longest evaluation answer (0: 256).")] = 0,
+    eval_temperature: Annotated[float | None, typer.Option(help="Evaluation sampling temperature (0: greedy).")
+                                ] = None,
+    eval_seed: Annotated[int | None, typer.Option(help="Evaluation sampling seed.")] = None,
+    eval_model: Annotated[list[str] | None, typer.Option(
+        metavar="MODEL", help="A further model to evaluate beside base and fine-tuned (repeatable); LABEL=MODEL "
+        "or MODEL@BASE_URL.")] = None,
+    eval_skip_base: Annotated[bool, typer.Option(help="Evaluate the fine-tuned model without its base.")] = False,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Then follow the job until it ends.")] = False,
     log_every: Annotated[int, typer.Option(min=1, help="With --watch off a terminal: a step line every N steps.")
                          ] = 10,
@@ -187,6 +210,18 @@ def create(
         eval_every_steps=eval_every, idempotency_key=idempotency_key)
     if validation_dataset:
         spec.validation_data.CopyFrom(pb.DatasetRef(dataset=validation_dataset, version=validation_version))
+    graders = evalspec.graders(eval_grader or [], eval_graders_file, "--eval-grader", "--eval-graders-file")
+    if graders:
+        spec.evaluation.CopyFrom(pb.JobEvaluationSpec(
+            graders=graders, generation=evalspec.generation(eval_temperature, eval_max_tokens, eval_seed, [], 0),
+            extra_models=[evalspec.model_ref(m) for m in eval_model or []], skip_base=eval_skip_base))
+        if eval_dataset or eval_limit:
+            data = spec.evaluation.data
+            data.limit = eval_limit
+            if eval_dataset:
+                data.dataset_version.CopyFrom(epb.DatasetVersionRef(dataset=eval_dataset, version=eval_version))
+    elif eval_dataset or eval_limit or eval_model or eval_skip_base:
+        raise typer.BadParameter("the evaluation needs a grader", param_hint="--eval-grader")
     with connect(addr) as stub:
         r = stub.CreateJob(pb.CreateJobRequest(spec=spec))
         if as_json:
@@ -249,6 +284,11 @@ def show(job_id: JobArg, addr: AddrOpt = None, as_json: JsonOpt = False) -> None
         print_json(job)
         return
     console.print(kv(job_rows(job)))
+    if job.evaluation.HasField("summary"):
+        for t in (summary_table(job.evaluation.summary), pairs_table(job.evaluation.summary)):
+            if t is not None:
+                console.print(t)
+        info(f"examples side by side: `tunery eval show {job.evaluation.evaluation_id} --examples 5`")
 
 
 @app.command()

@@ -108,9 +108,27 @@ def job_rows(job: pb.Job) -> list[tuple[str, Any]]:
         rows.append(("error", error_text(job.error)))
     if job.worker:
         rows.append(("worker", f"{job.worker} (attempt {job.attempts})"))
+    if job.spec.HasField("evaluation"):
+        rows.append(("evaluation", evaluation_text(job)))
     rows += [("created", when(job.create_time)), ("started", when(job.start_time) or "-"),
              ("ended", when(job.end_time) or "-")]
     return rows
+
+
+def evaluation_text(job: pb.Job) -> str:
+    """What the job asked to evaluate, and how far that has got (the summary is a table of its own)."""
+    spec = job.spec.evaluation
+    graders = ", ".join(g.name or g.type for g in spec.graders)
+    asked = f"{'fine-tuned alone' if spec.skip_base else 'base vs fine-tuned'} with {graders}"
+    ev = job.evaluation
+    if not job.HasField("evaluation"):
+        return f"{asked}, once the job succeeds"
+    if not ev.evaluation_id and not ev.error.code:
+        return f"{asked}: being created"
+    text = f"{asked}: {ev.evaluation_id or 'not created'} {state_name(ev.state) if ev.state else ''}".rstrip()
+    if ev.error.code:
+        text += f" ({ev.error.code}: {ev.error.message})"
+    return text
 
 
 def metrics_text(m: pb.Metrics) -> str:

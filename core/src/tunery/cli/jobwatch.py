@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
 from tunery.cli import output
+from tunery.cli.evalview import pairs_table, summary_table
 from tunery.cli.jobview import (
     TERMINAL,
     duration,
@@ -78,6 +79,7 @@ class View:
         self.losses: dict[int, float] = {}  # by step: a redelivered job repeats steps, the last value counts
         self.window: deque[tuple[float, int]] = deque(maxlen=20)
         self.printed_step = False
+        self.evaluation: pb.JobEvaluation | None = None
         self.progress: Progress | None = None
         self.task: TaskID | None = None
         if live:
@@ -114,6 +116,9 @@ class View:
         elif kind == "checkpoint":
             c = ev.checkpoint
             self.line(f"checkpoint at step {c.step} (epoch {c.epoch:.2f}): {escape(c.path)}", ts=ev.time)
+        elif kind == "evaluation":
+            self.line(escape(ev.message), ev.level, ev.time)
+            self.evaluation = ev.evaluation
         elif kind == "validation":
             v = ev.validation
             self.line(f"validation at step {v.step}: loss {num(v.valid_loss)}, token accuracy "
@@ -177,11 +182,22 @@ class View:
             say(f"metrics: {metrics_text(job.metrics)}")
         if name == "succeeded":
             say(f"adapter: {escape(job.adapter_path)}; model name {escape(job.fine_tuned_model)}")
+            if job.HasField("evaluation"):
+                self.evaluation_summary(job.evaluation)
             return 0
         if name == "failed":
             output.print_error(TuneryError(f"job {job.id} failed: {error_text(job.error)}", code=job.error.code,
                                            field=job.error.param))
         return 1
+
+
+    def evaluation_summary(self, ev: pb.JobEvaluation) -> None:
+        """The job's evaluation ends within the watch (the trainer's stream follows it): its tables, or its error."""
+        say(f"evaluation {escape(ev.evaluation_id or '(not created)')} {styled(ev.state)}"
+            + (f": {escape(ev.error.code)}: {escape(ev.error.message)}" if ev.error.code else ""))
+        for t in (summary_table(ev.summary), pairs_table(ev.summary)):
+            if t is not None:
+                console.print(t)
 
 
 def clock(ts: Timestamp | None) -> str:

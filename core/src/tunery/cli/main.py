@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 
 from tunery import up as upmod
-from tunery.cli import datasets, jobs, logs, monitor, output
+from tunery.cli import datasets, evals, jobs, logs, monitor, output
 from tunery.cli.common import JsonOpt
 from tunery.cli.output import console, info, say
 from tunery.errors import FailedPrecondition, TuneryError
@@ -23,6 +23,7 @@ app = typer.Typer(name="tunery", help="Tunery: fine-tune, evaluate and serve you
                   pretty_exceptions_enable=False, add_completion=False)
 app.add_typer(datasets.app, name="datasets")
 app.add_typer(jobs.app, name="jobs")
+app.add_typer(evals.app, name="eval")
 app.add_typer(logs.app, name="logs")
 app.command("monitor")(monitor.monitor)
 

@@ -267,6 +267,8 @@ class Supervisor:
                 env[f"{s.env_prefix}ADDR"] = f"{HOST}:{s.port()}"  # so services find each other
             if "dataset" in (s.name for s in plan):  # the trainer (and its workers) use the dataset service we start
                 env["TUNERY_TRAINER_DATASET_ADDR"] = env["TUNERY_DATASET_ADDR"]
+            if "evaluator" in (s.name for s in plan):  # jobs with spec.evaluation ask the evaluator we start
+                env["TUNERY_TRAINER_EVALUATOR_ADDR"] = env["TUNERY_EVALUATOR_ADDR"]
             wire(env, {s.name for s in plan}, self.layout.data_dir)  # the evaluator: addresses, gateway URL and key
             state = self.state = RunState(str(self.layout.data_dir), nats_url, nats_proc, nats_log,
                                           supervisor=ProcRecord.of(os.getpid()),

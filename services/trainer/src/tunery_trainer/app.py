@@ -18,6 +18,7 @@ from tunery_trainer import (
     wire,
 )
 from tunery_trainer.datasetclient import GrpcDatasetClient
+from tunery_trainer.evaluatorclient import GrpcEvaluatorClient
 from tunery_trainer.ingest import Ingest
 from tunery_trainer.queue import JobQueue
 from tunery_trainer.server import TrainerServicer
@@ -37,6 +38,8 @@ class TrainerApp:
     ingest: Ingest
     nc: NATS
     channel: grpc.aio.Channel
+    evaluator: GrpcEvaluatorClient
+    evaluator_channel: grpc.aio.Channel
 
     @property
     def port(self) -> int:
@@ -49,7 +52,9 @@ class TrainerApp:
     async def close(self) -> None:
         await self.ingest.stop()
         await self.service.close()
+        await self.evaluator.stop()
         await self.channel.close()
+        await self.evaluator_channel.close()
         if not self.nc.is_closed:
             await self.nc.drain()
         self.service.store.engine.dispose()
@@ -64,12 +69,16 @@ async def start(settings: TrainerSettings) -> TrainerApp:
     jobs = JobQueue(nc.jetstream())
     await jobs.ensure(ack_wait=settings.ack_wait_seconds, max_deliver=settings.max_deliver)
     channel = aio_channel(settings.dataset_addr)
+    evaluator_channel = aio_channel(settings.evaluator_addr)
+    evaluator = GrpcEvaluatorClient(evaluator_channel, settings.evaluator_addr, nc)
+    await evaluator.start()
     service = TrainerService(
         settings,
         JobStore(engine, legacy_event=wire.decode_stored_event),
         wire.EventPublisher(nc, source="trainer"),
         jobs,
         GrpcDatasetClient(channel, settings.dataset_addr),
+        evaluator,
     )
     ingest = Ingest(service, nc, jobs)
     await ingest.start()
@@ -82,4 +91,4 @@ async def start(settings: TrainerSettings) -> TrainerApp:
     await server.start()
     await service.recover()
     log.info("trainer service listening on %s:%d", settings.host, server.port)
-    return TrainerApp(settings, server, service, ingest, nc, channel)
+    return TrainerApp(settings, server, service, ingest, nc, channel, evaluator, evaluator_channel)

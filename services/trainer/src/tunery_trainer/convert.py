@@ -10,6 +10,7 @@ from google.protobuf import json_format, struct_pb2
 from tunery.common.v1 import common_pb2
 from tunery.runtime.protoconv import ts
 from tunery.trainer.v1 import trainer_pb2 as pb
+from tunery_trainer import evalconvert
 from tunery_trainer.domain import (
     BackendInfo,
     BaseModelInfo,
@@ -19,6 +20,7 @@ from tunery_trainer.domain import (
     Hyperparameters,
     Job,
     JobError,
+    JobEvaluation,
     JobEvent,
     JobSpec,
     LoraSettings,
@@ -91,6 +93,7 @@ def spec_from_pb(s: pb.JobSpec) -> JobSpec:
         checkpoint_every_steps=s.checkpoint_every_steps,
         eval_every_steps=s.eval_every_steps,
         idempotency_key=s.idempotency_key,
+        evaluation=evalconvert.spec_from_pb(s.evaluation) if s.HasField("evaluation") else None,
     )
 
 
@@ -122,6 +125,7 @@ def spec_to_pb(s: JobSpec) -> pb.JobSpec:
         checkpoint_every_steps=s.checkpoint_every_steps,
         eval_every_steps=s.eval_every_steps,
         idempotency_key=s.idempotency_key,
+        evaluation=evalconvert.spec_to_pb(s.evaluation) if s.evaluation is not None else None,
     )
 
 
@@ -177,6 +181,8 @@ def job(j: Job) -> pb.Job:
         out.end_time.CopyFrom(ts(j.ended_at))
     if j.error is not None:
         out.error.CopyFrom(_error(j.error))
+    if j.evaluation is not None:
+        out.evaluation.CopyFrom(evalconvert.job_evaluation_to_pb(j.evaluation))
     return out
 
 
@@ -226,6 +232,8 @@ def event_to_pb(e: JobEvent) -> pb.JobEvent:
         out.checkpoint.CopyFrom(checkpoint(d))
     elif isinstance(d, Validation):
         out.validation.CopyFrom(pb.Validation(**_fields(d, Validation.__slots__)))
+    elif isinstance(d, JobEvaluation):
+        out.evaluation.CopyFrom(evalconvert.job_evaluation_to_pb(d))
     return out
 
 
@@ -253,6 +261,8 @@ def event_from_pb(e: pb.JobEvent) -> JobEvent:
         data = Checkpoint(c.step, c.epoch, c.path, c.create_time.ToDatetime(tzinfo=UTC))
     elif kind == "validation":
         data = Validation(**_fields(e.validation, Validation.__slots__))
+    elif kind == "evaluation":
+        data = evalconvert.job_evaluation_from_pb(e.evaluation)
     level = e.level if e.level in ("info", "warning", "error") else "info"
     return JobEvent(
         job_id=e.job_id,

@@ -85,6 +85,92 @@ class JobSpec:
     checkpoint_every_steps: int = 0
     eval_every_steps: int = 0
     idempotency_key: str = ""
+    # Evaluate the fine-tuned model (against its base) once the job succeeds; None: no evaluation.
+    evaluation: JobEvaluationSpec | None = None
+
+
+# ---- the evaluation after a job (the evaluator's messages, as far as the trainer passes them on) ------------------
+@dataclass(frozen=True, slots=True)
+class GraderSpec:
+    type: str
+    name: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationConfig:
+    """None / 0 mean the evaluator's defaults (greedy, 256 tokens, 4 in flight)."""
+
+    temperature: float | None = None
+    max_tokens: int = 0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    concurrency: int = 0
+    top_p: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluationData:
+    """A frozen dataset version, or a job's validation part (job_id); limit 0 means every example."""
+
+    dataset: str = ""
+    version: int = 0
+    job_id: str = ""
+    limit: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRef:
+    model: str
+    base_url: str = ""
+    # Kept with the job so the evaluation can reach the endpoint; never returned (convert.py sends api_key_set).
+    api_key: str = ""
+    label: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvaluationSpec:
+    graders: tuple[GraderSpec, ...] = ()
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    # None: the job's validation version or split.
+    data: EvaluationData | None = None
+    extra_models: tuple[ModelRef, ...] = ()
+    skip_base: bool = False
+
+
+EvaluationState = Literal["", "queued", "running", "succeeded", "failed", "cancelled"]
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvaluation:
+    """The evaluation a succeeded job asked for, as far as it has got. state "" with no id: not created yet.
+    `summary` is the evaluator's EvaluationSummary as JSON (proto field names): the trainer only passes it on."""
+
+    evaluation_id: str = ""
+    state: EvaluationState = ""
+    summary: dict[str, Any] | None = None
+    error: JobError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluationRequest:
+    """What the trainer asks the evaluator for when a job has succeeded."""
+
+    job_id: str
+    models: tuple[ModelRef, ...]
+    data: EvaluationData
+    graders: tuple[GraderSpec, ...]
+    generation: GenerationConfig
+    display_name: str
+    idempotency_key: str
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class GraderInfo:
+    type: str
+    config_schema: dict[str, Any] = field(default_factory=dict)
+    needs_reference: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +221,8 @@ class Job:
     validation_file: str = ""
     train_examples: int = 0
     validation_examples: int = 0
+    # Set once a succeeded job's evaluation was asked for (spec.evaluation).
+    evaluation: JobEvaluation | None = None
 
 
 # ---- events ----------------------------------------------------------------------------------------------------------
@@ -182,7 +270,7 @@ class Validation:
     valid_token_accuracy: float
 
 
-EventData = StateChange | StepLog | Checkpoint | Validation
+EventData = StateChange | StepLog | Checkpoint | Validation | JobEvaluation
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +387,26 @@ class WorkQueue(Protocol):
     async def enqueue(self, task: TrainTask) -> None: ...
 
     async def set_control(self, job_id: str, flag: ControlFlag) -> None: ...
+
+
+class EvaluatorClient(Protocol):
+    """The evaluator service as the trainer uses it. Errors are tunery.errors: InvalidArgument / NotFound /
+    FailedPrecondition for what was asked (a model the gateway does not serve yet: code "unknown_model"),
+    Unavailable when the service does not answer."""
+
+    async def list_graders(self) -> list[GraderInfo]: ...
+
+    async def create(self, request: EvaluationRequest) -> JobEvaluation: ...
+
+    async def get(self, evaluation_id: str) -> JobEvaluation: ...
+
+    async def changed(self, evaluation_id: str, timeout: float) -> None:
+        """Return when the evaluator announces news of the evaluation, or after `timeout` seconds."""
+        ...
+
+    def forget(self, evaluation_id: str) -> None:
+        """The evaluation has ended: no more news needed."""
+        ...
 
 
 class EventSink(Protocol):

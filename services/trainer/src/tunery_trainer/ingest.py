@@ -67,6 +67,8 @@ def apply(store: JobStore, event_id: str, ev: JobEvent, from_service: bool = Fal
     if isinstance(d, StateChange):
         if not from_service and not _state_change(store, ev, d):
             return None
+        if d.to_state == "succeeded" and store.get(ev.job_id).spec.evaluation is not None:
+            store.ask_evaluation(ev.job_id)  # before the event is stored: a restart finds it due (recover)
     elif isinstance(d, StepLog):
         store.update(
             ev.job_id,
@@ -132,6 +134,10 @@ class Ingest:
         from_service = source == self.service.events.source
         if await asyncio.to_thread(apply, self.service.store, event_id, ev, from_service) is not None:
             self.service.notify(ev.job_id)
+        if isinstance(ev.data, StateChange) and ev.data.to_state == "succeeded":
+            job = await asyncio.to_thread(self.service.store.get, ev.job_id)
+            if job.spec.evaluation is not None and job.state == "succeeded":
+                self.service.evaluations.start(ev.job_id)
 
     async def stop(self) -> None:
         await self.consumer.stop()

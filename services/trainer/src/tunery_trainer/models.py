@@ -68,3 +68,21 @@ class CheckpointRow(SQLModel, table=True):
     epoch: float = 0.0
     path: str = Field(max_length=1000)
     created_at: datetime = Field(default_factory=now)
+
+
+class JobEvaluationRow(SQLModel, table=True):
+    """The evaluation a succeeded job asked for (spec.evaluation): a table of its own, so databases from before it
+    gain it by create_all and their job rows read as they are (no evaluation)."""
+
+    __tablename__ = "job_evaluations"
+
+    job_id: str = Field(primary_key=True, max_length=40)
+    evaluation_id: str = Field(default="", max_length=100)
+    # "" until the evaluation is created; then the evaluator's state (queued, running, succeeded, ...).
+    state: str = Field(default="", max_length=24, index=True)
+    # The evaluator's EvaluationSummary as JSON; empty until it has one.
+    summary_json: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    error_code: str = Field(default="", max_length=64)
+    error_message: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    error_param: str = Field(default="", max_length=200)
+    updated_at: datetime = Field(default_factory=now)

@@ -17,6 +17,7 @@ from pydantic import TypeAdapter
 
 from tunery_trainer.domain import (
     Checkpoint,
+    JobEvaluation,
     JobEvent,
     JobSpec,
     ResolvedHyperparameters,
@@ -33,6 +34,7 @@ _KINDS: dict[str, type] = {
     "step": StepLog,
     "checkpoint": Checkpoint,
     "validation": Validation,
+    "evaluation": JobEvaluation,
 }
 _KIND_OF = {cls: name for name, cls in _KINDS.items()}
 _DATA: dict[str, TypeAdapter[Any]] = {name: TypeAdapter(cls) for name, cls in _KINDS.items()}

@@ -31,17 +31,21 @@ from tunery_trainer.domain import (
     DatasetClient,
     DatasetRef,
     DatasetVersion,
+    EvaluatorClient,
     EventSink,
     Job,
     JobError,
+    JobEvaluation,
     JobEvent,
     JobSpec,
     StateChange,
     TrainTask,
     WorkQueue,
+    job_event,
     now,
     state_event,
 )
+from tunery_trainer.evaluation import JobEvaluations, due
 from tunery_trainer.settings import TrainerSettings
 from tunery_trainer.store import JobStore, new_job_id
 
@@ -68,6 +72,7 @@ class TrainerService:
         events: EventSink,
         queue: WorkQueue,
         dataset: DatasetClient,
+        evaluator: EvaluatorClient,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -77,6 +82,7 @@ class TrainerService:
         self.artifacts = LocalArtifactStore(settings.artifact_root)
         self._tasks: set[asyncio.Task[None]] = set()
         self._waiters: dict[str, list[asyncio.Event]] = defaultdict(list)
+        self.evaluations = JobEvaluations(settings, store, evaluator, self.publish, self._spawn)
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kw: Any) -> T:
         return await asyncio.to_thread(fn, *args, **kw)
@@ -155,6 +161,7 @@ class TrainerService:
             )
         resolved = specs.resolve_hyperparameters(spec.hyperparameters, n_train)
         specs.check_lora(spec.lora)
+        eval_warning = await self.evaluations.check(spec)
 
         job_id = new_job_id()
         label = model_label(model)
@@ -179,6 +186,8 @@ class TrainerService:
         if existing:
             return job, True
         await self.publish(state_event(job.id, "", "validating_files", "job created"), f"job.{job.id}.created")
+        if eval_warning:
+            await self.publish(job_event(job.id, eval_warning, "warning"), f"job.{job.id}.evaluation.unchecked")
         self._spawn(self._prepare(job.id))
         return job, False
 
@@ -271,6 +280,7 @@ class TrainerService:
         """After a restart, finish preparing jobs that were mid-validation."""
         for job in await self._run(self.store.unfinished, "validating_files"):
             self._spawn(self._prepare(job.id))
+        await self.evaluations.recover()
 
     # ---- reading ----------------------------------------------------------------------------------------------------
     async def get_job(self, job_id: str) -> Job:
@@ -320,10 +330,12 @@ class TrainerService:
             waiter.set()
 
     async def stream_events(self, job_id: str, after: int, follow: bool) -> AsyncIterator[JobEvent]:
-        """Stored events after `after`; with `follow`, then live ones until the job has ended."""
+        """Stored events after `after`; with `follow`, then live ones until the job has ended (and the evaluation it
+        asked for, when it succeeded)."""
         await self._run(self.store.get, job_id)
         last = after
         ended = False  # the event that ends the job was sent
+        evaluated = False  # the event that ends its evaluation was sent
         settle_deadline: float | None = None
         while True:
             waiter = asyncio.Event()
@@ -332,21 +344,24 @@ class TrainerService:
             for ev in batch:
                 last = ev.sequence
                 ended = ended or (isinstance(ev.data, StateChange) and ev.data.to_state in states.TERMINAL)
+                evaluated = evaluated or (isinstance(ev.data, JobEvaluation) and ev.data.state in states.TERMINAL)
                 yield ev
             if batch:
                 continue
             job = await self._run(self.store.get, job_id)
             if not follow:
                 return
-            if job.state in states.TERMINAL:
+            settling = job.state in states.TERMINAL and not due(job)
+            if settling:
                 # The job row can turn terminal a moment before its terminal event is stored: wait for that event
-                # (briefly), so a follower always sees how the job ended.
+                # (briefly), so a follower always sees how the job (and its evaluation) ended.
                 loop_time = asyncio.get_running_loop().time()
                 settle_deadline = settle_deadline or loop_time + 10
-                if ended or loop_time > settle_deadline:
+                wants_evaluation = job.evaluation is not None and job.evaluation.state in states.TERMINAL
+                if (ended and (evaluated or not wants_evaluation)) or loop_time > settle_deadline:
                     return
             try:
-                await asyncio.wait_for(waiter.wait(), timeout=0.5 if job.state in states.TERMINAL else 5)
+                await asyncio.wait_for(waiter.wait(), timeout=0.5 if settling else 5)
             except TimeoutError:
                 pass
 

@@ -18,9 +18,26 @@ class TrainerSettings(ServiceSettings):
 
     service: ClassVar[str] = "trainer"
     default_port: ClassVar[int] = DEFAULT_PORT
-    shared_fields: ClassVar[tuple[str, ...]] = (*ServiceSettings.shared_fields, "dataset_addr", "artifacts_dir")
+    shared_fields: ClassVar[tuple[str, ...]] = (
+        *ServiceSettings.shared_fields, "dataset_addr", "artifacts_dir", "evaluator_addr"
+    )
 
     dataset_addr: str = Field("127.0.0.1:50051", description="gRPC address of the dataset service.")
+    evaluator_addr: str = Field(
+        "127.0.0.1:50053", description="gRPC address of the evaluator service (jobs with spec.evaluation)."
+    )
+    evaluator_retry_seconds: float = Field(
+        300.0, gt=0, description="How long a succeeded job's evaluation keeps trying an evaluator that does not "
+        "answer before its error is recorded with the job.",
+    )
+    evaluation_model_wait_seconds: float = Field(
+        120.0, gt=0, description="How long to wait for the gateway to serve a just-succeeded job's model (the "
+        "evaluator answers unknown_model until then) before the evaluation's error is recorded.",
+    )
+    evaluation_poll_seconds: float = Field(
+        30.0, gt=0, description="Longest wait between looks at a running evaluation (its NATS events wake the "
+        "follower sooner).",
+    )
     artifacts_dir: str = Field("", description="Shared artifact root; empty means <data_dir>/artifacts.")
     # Worker settings.
     worker_name: str = Field("", description="Name of this worker in job records; empty: host-pid.")

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import orjson
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Engine, Row
 from sqlalchemy.exc import IntegrityError
@@ -19,13 +20,19 @@ from sqlalchemy.exc import IntegrityError
 from tunery.errors import FailedPrecondition, InvalidArgument, NotFound
 from tunery.pagination import next_token, page_bounds
 from tunery_trainer import records, states
-from tunery_trainer.domain import Checkpoint, Job, JobError, JobEvent, Metrics, now
-from tunery_trainer.models import CheckpointRow, JobEventRow, JobRow
+from tunery_trainer.domain import Checkpoint, Job, JobError, JobEvaluation, JobEvent, Metrics, now
+from tunery_trainer.models import CheckpointRow, JobEvaluationRow, JobEventRow, JobRow
 from tunery_trainer.states import State
 
 J = JobRow.__table__
 EV = JobEventRow.__table__
 CK = CheckpointRow.__table__
+E = JobEvaluationRow.__table__
+_EVAL_COLS = (E.c.evaluation_id.label("ev_id"), E.c.state.label("ev_state"), E.c.summary_json.label("ev_summary"),
+              E.c.error_code.label("ev_code"), E.c.error_message.label("ev_message"),
+              E.c.error_param.label("ev_param"), E.c.job_id.label("ev_job"))
+# A job with the evaluation it asked for, when there is one (outer join: most jobs have none).
+_JOBS = select(J, *_EVAL_COLS).select_from(J.outerjoin(E, E.c.job_id == J.c.id))
 _METRICS = ("train_loss", "valid_loss", "valid_token_accuracy", "tokens_per_second")
 # Columns that are neither JSON nor folded into nested objects: the same name on Job and on the row.
 _PLAIN = (
@@ -48,9 +55,23 @@ def _opt_utc(dt: datetime | None) -> datetime | None:
     return None if dt is None else _utc(dt)
 
 
+def _evaluation(evaluation_id: str, state: Any, summary: str, code: str, message: str, param: str) -> JobEvaluation:
+    return JobEvaluation(
+        evaluation_id=evaluation_id,
+        state=state,
+        summary=orjson.loads(summary) if summary else None,
+        error=JobError(code, message, param) if code else None,
+    )
+
+
 def _job(row: Row[Any]) -> Job:
     r = row._mapping
     return Job(
+        evaluation=(
+            _evaluation(r["ev_id"], r["ev_state"], r["ev_summary"], r["ev_code"], r["ev_message"], r["ev_param"])
+            if r["ev_job"]
+            else None
+        ),
         **{name: r[name] for name in _PLAIN},
         spec=records.spec_from_json(r["spec_json"]),
         hyperparameters=records.resolved_from_json(r["resolved_json"]),
@@ -105,14 +126,14 @@ class JobStore:
 
     def find_by_key(self, key: str) -> Job | None:
         with self.engine.connect() as conn:
-            row = conn.execute(select(J).where(J.c.idempotency_key == key)).first()
+            row = conn.execute(_JOBS.where(J.c.idempotency_key == key)).first()
         return _job(row) if row else None
 
     def get(self, job_id: str) -> Job:
         if not job_id:
             raise InvalidArgument("field 'job_id' is required", code="missing_field", field="job_id")
         with self.engine.connect() as conn:
-            row = conn.execute(select(J).where(J.c.id == job_id)).first()
+            row = conn.execute(_JOBS.where(J.c.id == job_id)).first()
         if row is None:
             raise NotFound(f"job {job_id!r} not found", code="job_not_found", field="job_id")
         return _job(row)
@@ -137,7 +158,7 @@ class JobStore:
         with self.engine.connect() as conn:
             total = conn.execute(select(func.count()).select_from(J).where(*cond)).scalar_one()
             rows = conn.execute(
-                select(J).where(*cond).order_by(J.c.created_at.desc(), J.c.id).offset(offset).limit(size)
+                _JOBS.where(*cond).order_by(J.c.created_at.desc(), J.c.id).offset(offset).limit(size)
             ).all()
         return [_job(r) for r in rows], next_token(offset, size, total), total
 
@@ -171,8 +192,50 @@ class JobStore:
 
     def unfinished(self, state: str) -> list[Job]:
         with self.engine.connect() as conn:
-            rows = conn.execute(select(J).where(J.c.state == state)).all()
+            rows = conn.execute(_JOBS.where(J.c.state == state)).all()
         return [_job(r) for r in rows]
+
+    # ---- the evaluation a succeeded job asked for -------------------------------------------------------------
+    def ask_evaluation(self, job_id: str) -> bool:
+        """Record that the job's evaluation is due (state ""), unless it is recorded already; True when it was new."""
+        with self.engine.begin() as conn:
+            if conn.execute(select(E.c.job_id).where(E.c.job_id == job_id)).first():
+                return False
+            try:
+                conn.execute(insert(E).values(job_id=job_id, updated_at=now()))
+            except IntegrityError:
+                return False
+        return True
+
+    def set_evaluation(self, job_id: str, ev: JobEvaluation) -> None:
+        err = ev.error
+        values = {
+            "evaluation_id": ev.evaluation_id,
+            "state": ev.state,
+            "summary_json": orjson.dumps(ev.summary).decode() if ev.summary is not None else "",
+            "error_code": err.code if err else "",
+            "error_message": err.message if err else "",
+            "error_param": err.param if err else "",
+            "updated_at": now(),
+        }
+        with self.engine.begin() as conn:
+            if conn.execute(update(E).where(E.c.job_id == job_id).values(**values)).rowcount != 1:
+                conn.execute(insert(E).values(job_id=job_id, **values))
+
+    def get_evaluation(self, job_id: str) -> JobEvaluation | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(E).where(E.c.job_id == job_id)).first()
+        if row is None:
+            return None
+        return _evaluation(
+            row.evaluation_id, row.state, row.summary_json, row.error_code, row.error_message, row.error_param
+        )
+
+    def unfinished_evaluations(self) -> list[str]:
+        """Jobs whose evaluation has not ended (not created yet, queued or running): to follow after a restart."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(E.c.job_id).where(E.c.state.in_(["", "queued", "running"]))).all()
+        return [r.job_id for r in rows]
 
     # ---- events -----------------------------------------------------------------------------------------------
     def append_event(self, event_id: str, event: JobEvent) -> JobEvent | None:
