@@ -183,7 +183,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 def test_base_against_tuned_streams_results_and_a_summary(stack: Stack) -> None:
     name = stack.version([chat(i) for i in range(4)])
-    ev = stack.create(stack.spec(name, display_name="base vs tuned"))
+    ne = struct_pb2.Struct()
+    ne.update({"operation": "ne"})  # a built-in beside the plugin: the answer is not the reference word for word
+    graders = [pb.GraderSpec(type="word_overlap"), pb.GraderSpec(type="string_check", name="differs", config=ne)]
+    ev = stack.create(stack.spec(name, graders=graders, display_name="base vs tuned"))
     assert ev.state == common_pb2.JOB_STATE_QUEUED and ev.total_examples == 4
     assert ev.resolved_data.version == 1 and ev.resolved_data.dataset.startswith("ds")
     got, updates = results(stack.stub, ev.id, follow=True)  # follows the run to its end
@@ -195,20 +198,24 @@ def test_base_against_tuned_streams_results_and_a_summary(stack: Stack) -> None:
         assert [m["role"] for m in json.loads(r.input_json)] == ["system", "user"]
         assert [a.model for a in r.answers] == [stack.base, stack.tuned]
         assert all(a.content and not a.error and a.completion_tokens > 0 for a in r.answers)
-        assert {(g.grader, g.model) for g in r.grades} == {("word_overlap", stack.base), ("word_overlap", stack.tuned)}
+        assert {(g.grader, g.model) for g in r.grades} == {(g, m) for g in ("word_overlap", "differs")
+                                                           for m in (stack.base, stack.tuned)}
         assert all(g.HasField("score") and 0 <= g.score <= 1 and not g.error for g in r.grades)
     # The adapter changes what the model says, so the two columns are two models.
     assert any(r.answers[0].content != r.answers[1].content for r in got)
     summary = final.summary
-    by_model = {g.model: g for g in summary.graders}
+    by_model = {g.model: g for g in summary.graders if g.grader == "word_overlap"}
     assert set(by_model) == {stack.base, stack.tuned}
     for model, g in by_model.items():
-        scores = [gr.score for r in got for gr in r.grades if gr.model == model]
+        scores = [gr.score for r in got for gr in r.grades if gr.model == model and gr.grader == "word_overlap"]
         assert g.count == 4 and g.errored == 0 and g.higher_is_better
         assert g.mean == pytest.approx(sum(scores) / 4) and g.ci_low <= g.mean <= g.ci_high
         assert g.pass_rate == pytest.approx(sum(s >= 0.5 for s in scores) / 4)
-    (pair,) = summary.pairs
+    differs = [g for g in summary.graders if g.grader == "differs"]
+    assert [(g.mean, g.pass_rate, g.count) for g in differs] == [(1.0, 1.0, 4), (1.0, 1.0, 4)]
+    pair, same = summary.pairs
     assert (pair.model_a, pair.model_b, pair.grader) == (stack.base, stack.tuned, "word_overlap")
+    assert (same.grader, same.ties, same.test, same.p_value) == ("differs", 4, "sign", 1.0)
     assert pair.wins + pair.losses + pair.ties == pair.count == 4 and pair.test in ("wilcoxon", "sign")
     assert 0 <= pair.p_value <= 1 and pair.ci_low <= pair.mean_difference <= pair.ci_high
     # Replaying after a position sends only what follows it, then the evaluation as it ended.
@@ -220,7 +227,7 @@ def test_base_against_tuned_streams_results_and_a_summary(stack: Stack) -> None:
     _, done, _ = stack.events.wait_for("evaluation.succeeded", ev.id)
     payload = pb.EvaluationEvent()
     done.payload.Unpack(payload)
-    assert payload.finished_examples == 4 and len(payload.summary.graders) == 2
+    assert payload.finished_examples == 4 and len(payload.summary.graders) == 4
     listed = stack.stub.ListEvaluations(pb.ListEvaluationsRequest(model=stack.tuned, dataset=name)).evaluations
     assert [e.id for e in listed] == [ev.id]
     assert not stack.stub.ListEvaluations(pb.ListEvaluationsRequest(
@@ -231,6 +238,7 @@ def test_list_graders_shows_the_third_party_grader(stack: Stack) -> None:
     graders = {g.type: g for g in stack.stub.ListGraders(pb.ListGradersRequest()).graders}
     wo = graders["word_overlap"]
     assert wo.package == "tunery-test-grader" and wo.needs_reference and not wo.pairwise and wo.higher_is_better
+    assert graders["string_check"].package == "tunery-evaluator" and graders["pairwise_model"].pairwise
     assert "pass_threshold" in wo.config_schema["properties"] and "reference" in wo.description
 
 
