@@ -483,6 +483,17 @@ def test_cancelling_a_running_evaluation_keeps_what_it_finished(stack: Stack) ->
         gate.server.stop()
 
 
+def test_cancelling_stops_waiting_for_an_endpoint(stack: Stack) -> None:
+    name = stack.version([chat(0)])
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    ev = stack.create(stack.spec(name, models=[pb.ModelRef(model=stack.base, base_url=dead)]))
+    stack.events.wait_for("evaluation.waiting", ev.id, timeout=60)
+    stack.stub.CancelEvaluation(pb.CancelEvaluationRequest(evaluation_id=ev.id))
+    # The run lets go of its worker slot now, not after gateway_wait_seconds (300 s here).
+    wait_until("the run ended", lambda: f"evaluation {ev.id} ended cancelled" in stack.evaluator.log(), 60)
+    assert get(stack.stub, ev.id).state == common_pb2.JOB_STATE_CANCELLED
+
+
 def test_an_endpoint_that_stays_away_fails_the_evaluation_clearly(stack: Stack) -> None:
     name = stack.version([chat(0)])
     dead = f"http://127.0.0.1:{free_port()}/v1"
