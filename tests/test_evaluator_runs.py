@@ -30,8 +30,8 @@ from tunery.evaluator.v1 import evaluator_pb2 as pb
 from tunery.runtime import client, events
 from tunery.runtime.grpcerrors import from_rpc_error
 from tunery.runtime.natsd import free_port
-from tunery.testing import EventLog, LoopThread, build_tiny_llama, nats_server
 from tunery.split import split_examples, validation_count
+from tunery.testing import EventLog, LoopThread, build_tiny_llama, nats_server
 from tunery.trainer.v1 import trainer_pb2 as tpb
 from tunery.trainer.v1 import trainer_pb2_grpc
 from tunery_evaluator.testing import EvaluatorProcess, get, results, wait_state, wait_until
