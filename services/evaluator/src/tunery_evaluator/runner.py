@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from itertools import combinations
 from typing import Any, Protocol, TypeVar
 
+from tunery.errors import TuneryError
 from tunery_evaluator import stats
 from tunery_evaluator.client import EndpointDown, OpenAIModelClient
 from tunery_evaluator.domain import (
@@ -209,7 +210,11 @@ class Runner:
 
         waiter = Waiter(self.settings.gateway_wait_seconds, lambda down: self._endpoint_down(ev, down), ended)
         access = ModelAccess(self.client, waiter)
-        graders = registry.build_all(list(ev.spec.graders), GraderContext(access, access, ev.spec.seed))
+        try:
+            graders = registry.build_all(list(ev.spec.graders), GraderContext(access, access, ev.spec.seed))
+        except TuneryError as err:  # a grader this process does not have (or no longer accepts this config)
+            return await self._end(ev, "failed", ErrorInfo(err.code, f"this evaluator cannot run the evaluation's "
+                                                           f"graders: {err.message}", err.field))
         items = await self._db(self.store.items, evaluation_id)
         done = await self._db(self.store.finished_indices, evaluation_id)
         todo: asyncio.Queue[Item] = asyncio.Queue()

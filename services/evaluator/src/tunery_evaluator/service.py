@@ -204,8 +204,9 @@ class EvaluatorService:
     async def get(self, evaluation_id: str) -> Evaluation:
         return await self._db(self.store.get, evaluation_id)
 
-    async def list(self, page_size: int, page_token: str, **filters: Any) -> tuple[list[Evaluation], str, int]:
-        return await self._db(self.store.list, page_size, page_token, **filters)
+    async def list_evaluations(self, page_size: int, page_token: str,
+                               **filters: Any) -> tuple[list[Evaluation], str, int]:
+        return await self._db(self.store.list_evaluations, page_size, page_token, **filters)
 
     async def cancel(self, evaluation_id: str) -> Evaluation:
         ev = await self.get(evaluation_id)
