@@ -1,5 +1,5 @@
-"""`tunery up` runs the evaluator beside the dataset service and the gateway and wires them: the evaluator finds the
-dataset service and the gateway, and calls the gateway with the internal key `up` made for this data directory
+"""`tunery up` runs the evaluator beside the other services and wires them: the evaluator finds the dataset and
+trainer services and the gateway, and calls the gateway with the internal key `up` made for this data directory
 (inference scope, kept in the data directory with mode 0600). Proved by a real Compare through the evaluator, and
 by `tunery status` listing it."""
 
@@ -49,8 +49,7 @@ def test_up_starts_the_evaluator_and_it_reaches_the_gateway(tmp_path: Path) -> N
 
     state_file = tmp_path / "run" / "up.json"
     try:
-        up = cli("up", "--detach", "--nats-port", str(free_port()), "-s", "dataset", "-s", "evaluator", "-s",
-                 "gateway")
+        up = cli("up", "--detach", "--nats-port", str(free_port()), "-s", "evaluator", "-s", "gateway")
         assert up.returncode == 0, up.stdout + up.stderr
         status = json.loads(cli("status", "--json").stdout)
         states = {c["name"]: c["state"] for c in status["components"]}
