@@ -153,6 +153,8 @@ def test_json_match_fields_scores_the_fraction_of_fields_right() -> None:
     assert half.rationale == 'priority: got "low", expected "high"'
     fenced = grade(g, ref, "```json\n" + ticket(category="bug") + "\n```")
     assert (fenced.score, fenced.label) == (0.5, "mismatch")
+    assert grade(g, ref, "```" + ticket() + "```").score == 1.0
+    assert grade(g, ref, "Here it is: " + ticket()).label == "invalid_json"  # only a whole-answer fence is removed
 
 
 def test_json_failures_count_as_zero_with_a_clear_label() -> None:
@@ -216,6 +218,7 @@ def test_latency_and_tokens() -> None:
 
 def test_built_ins_are_registered_as_entry_points() -> None:
     eps = {ep.name: ep for ep in entry_points(group="tunery.eval_graders")}
-    for name in ("string_check", "text_similarity", "json", "latency", "tokens"):
+    for name in ("string_check", "text_similarity", "json", "score_model", "label_model", "pairwise_model",
+                 "reference_loss", "latency", "tokens"):
         cls = eps[name].load()
         assert cls.name == name and issubclass(cls, Grader)

@@ -1,4 +1,5 @@
-"""The judges (score_model, label_model, pairwise_model) through real OpenAI-compatible endpoints.
+"""The graders that call models, through real OpenAI-compatible endpoints: the judges (score_model, label_model,
+pairwise_model) and reference_loss (the gateway's POST /v1/score).
 
 Two endpoints, both real HTTP servers reached with the official openai client (OpenAIModelClient):
 - a real gateway serving the tiny random Llama: its verdicts are noise, so they must come back as
@@ -12,6 +13,7 @@ Two endpoints, both real HTTP servers reached with the official openai client (O
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -24,8 +26,9 @@ from fastapi.responses import JSONResponse
 
 from tunery.errors import FailedPrecondition, InvalidArgument
 from tunery_evaluator.client import OpenAIModelClient
-from tunery_evaluator.graders.base import Answer, Grader, GraderContext, Item
+from tunery_evaluator.graders.base import Answer, Grader, GraderContext, GradeResult, Item
 from tunery_evaluator.graders.judges import LabelModelGrader, PairwiseModelGrader, ScoreModelGrader
+from tunery_evaluator.graders.refloss import ReferenceLossGrader
 from tunery_gateway.testing import ServerThread
 
 ADMIN_KEY = "tny-000000000000-admin-key-for-the-judge-tests-only"
@@ -97,7 +100,7 @@ def run(url: str, make: Callable[[GraderContext], Grader], call: Callable[[Grade
     async def go() -> T:
         client = OpenAIModelClient(url, ADMIN_KEY, max_retries=0)
         try:
-            return await call(make(GraderContext(models=client)))
+            return await call(make(GraderContext(models=client, scorer=client)))
         finally:
             await client.close()
 
@@ -244,3 +247,41 @@ def test_judge_bad_config(cls: type[Grader], config: dict[str, Any], field: str)
     assert err.value.field == field and cls.name in err.value.message
     with pytest.raises(FailedPrecondition):
         ScoreModelGrader({"model": "j"}, GraderContext())
+
+
+def test_reference_loss_through_the_gateway(endpoints: Endpoints) -> None:
+    ep = endpoints
+    messages = ITEM.messages
+
+    async def call(g: Grader) -> list[Any]:
+        client = OpenAIModelClient(ep.gateway, ADMIN_KEY, max_retries=0)
+        try:
+            direct = await client.score(ep.tiny, messages, "2 + 2 = 4.")
+        finally:
+            await client.close()
+        item = Item(index=1, messages=messages, reference="2 + 2 = 4.")
+        return [direct, await g.grade(item, ans("whatever", ep.tiny)),
+                # a label that is not the endpoint's name: the model at the endpoint is scored
+                await g.grade(item, Answer(model="base", content="x", endpoint_model=ep.tiny)),
+                await g.grade(item, ans("x", "no-such-model")),
+                await g.grade(Item(index=2, messages=messages, reference=""), ans("x", ep.tiny))]
+
+    direct, r, relabelled, unknown, no_ref = run(
+        ep.gateway, lambda ctx: ReferenceLossGrader({"max_loss": 100}, ctx), call)
+    assert direct["tokens"] > 0 and direct["perplexity"] == pytest.approx(math.exp(direct["loss"]))
+    assert (r.score, r.passed, r.error) == (direct["loss"], True, "")
+    assert r.rationale.startswith(f"{int(direct['tokens'])} tokens, perplexity ")
+    assert relabelled.score == direct["loss"]
+    assert unknown.error == "score_failed" and "404" in unknown.error_message
+    assert "no-such-model" in unknown.error_message
+    assert no_ref.error == "no_reference"
+    assert ReferenceLossGrader.higher_is_better is False and ReferenceLossGrader.needs_reference
+    g = ReferenceLossGrader({}, GraderContext(scorer=OpenAIModelClient(ep.gateway, ADMIN_KEY)))
+    extra = g.aggregate_extra([GradeResult(score=1.0), GradeResult(score=3.0), GradeResult(error="score_failed")])
+    assert extra == {"perplexity": pytest.approx(math.exp(2.0))}
+    assert g.aggregate_extra([]) == {}
+    with pytest.raises(FailedPrecondition):
+        ReferenceLossGrader({}, GraderContext())
+    with pytest.raises(InvalidArgument) as err:
+        ReferenceLossGrader({"max_loss": -1}, g.context)
+    assert err.value.field == "config.max_loss"

@@ -109,3 +109,15 @@ def test_client_disconnect_stops_upstream(gw: Any, tgi: tuple[Any, Any, str]) ->
         assert fake.app.state.cancelled == before + 1
     finally:
         fake.app.state.token_delay = 0.0
+
+
+def test_score_is_refused_by_an_engine_that_cannot_score(gw: Any, tgi: tuple[Any, Any, str]) -> None:
+    server, _, model = tgi
+    r = httpx.post(f"{server.url}/v1/score", headers={"Authorization": f"Bearer {gw.admin_key}"},
+                   json={"model": model, "messages": [{"role": "user", "content": "hi"}], "reference": "hello"})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["code"] == "scoring_unsupported" and "tgi" in error["message"]
+    r = httpx.post(f"{server.url}/v1/score", headers={"Authorization": f"Bearer {gw.admin_key}"},
+                   json={"model": "nope", "messages": [{"role": "user", "content": "hi"}], "reference": "hello"})
+    assert r.status_code == 404

@@ -83,6 +83,7 @@ class OpenAIModelClient:
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
             latency_ms=latency,
+            endpoint_model=model if label and label != model else "",
         )
 
     async def score(self, model: str, messages: list[dict[str, Any]], reference: str, *, base_url: str = "",

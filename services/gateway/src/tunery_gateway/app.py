@@ -36,6 +36,8 @@ from tunery_gateway.openai.logs.router import router as logs_router
 from tunery_gateway.openai.logs.serving import LogsService
 from tunery_gateway.openai.models.router import router as models_router
 from tunery_gateway.openai.models.serving import OpenAIServingModels
+from tunery_gateway.openai.score.router import router as score_router
+from tunery_gateway.openai.score.serving import OpenAIServingScore
 from tunery_gateway.openai.serving import json_response
 from tunery_gateway.registry import ModelRegistry
 from tunery_gateway.runtime import Gateway
@@ -158,6 +160,7 @@ def create_app(settings: GatewaySettings, *, engine: InferenceEngine | None = No
         app.state.chat = OpenAIServingChat(gw)
         app.state.completions = OpenAIServingCompletion(gw)
         app.state.models = OpenAIServingModels(gw)
+        app.state.score = OpenAIServingScore(gw)
         app.state.logs = LogsService(gw)
         try:
             yield
@@ -165,7 +168,7 @@ def create_app(settings: GatewaySettings, *, engine: InferenceEngine | None = No
             await gw.close()
 
     app = FastAPI(title="Tunery gateway", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
-    for r in (chat_router, completions_router, models_router, logs_router, keys_router):
+    for r in (chat_router, completions_router, models_router, logs_router, keys_router, score_router):
         app.include_router(r)
 
     @app.exception_handler(TuneryError)

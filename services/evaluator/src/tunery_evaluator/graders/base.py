@@ -42,6 +42,8 @@ class Answer:
     error: str = ""
     """Empty when answered; a grader is not called for an answer with an error."""
     error_message: str = ""
+    endpoint_model: str = ""
+    """The model's name at its endpoint (ModelRef.model); empty when it is the label. What reference_loss scores."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from tunery_evaluator.graders.base import Answer, Grader, GraderContext, GradeRe
 from tunery_evaluator.graders.config import THRESHOLD, check_config, dotted, pass_threshold
 from tunery_evaluator.graders.templates import MissingField, Template
 
-_FENCE = re.compile(r"\A\s*```[A-Za-z0-9_+-]*[ \t]*\n(.*?)\n?[ \t]*```\s*\Z", re.DOTALL)
+_FENCE = re.compile(r"\A\s*```[A-Za-z0-9_+-]*[ \t]*\n?(.*?)\n?[ \t]*```\s*\Z", re.DOTALL)
 _MISSING = object()
 
 

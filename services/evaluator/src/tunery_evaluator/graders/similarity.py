@@ -81,7 +81,8 @@ class TextSimilarityGrader(Grader):
     config_schema: ClassVar[dict[str, Any]] = {
         "type": "object",
         "properties": {
-            "evaluation_metric": {"type": "string"},
+            "evaluation_metric": {"type": "string", "description": "fuzzy_match, bleu, chrf, chrf_pp, gleu, meteor, "
+                                                                  "rouge_1 … rouge_5 or rouge_l."},
             "input": {"type": "string", "default": "{{sample.output_text}}"},
             "reference": {"type": "string", "default": "{{item.reference}}"},
             "pass_threshold": THRESHOLD,

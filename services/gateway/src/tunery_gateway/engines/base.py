@@ -64,6 +64,37 @@ class GenerationRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class ScoreRequest:
+    """How well a model predicts `reference` as its assistant turn after `messages` (POST /v1/score)."""
+
+    request_id: str
+    base: str
+    messages: list[dict[str, Any]]
+    reference: str
+    adapter: AdapterRef | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreResult:
+    loss: float
+    """Mean cross-entropy (nats) of the scored tokens: the reference's turn through its end-of-turn token, the
+    tokens the trainer trains on (`tunery.chatformat.encode_chat`)."""
+    tokens: int
+    total_tokens: int
+    """Tokens of the whole sequence given to the model (messages and reference)."""
+    token_accuracy: float
+    """Share of scored tokens that are the model's argmax prediction (the trainer's valid_token_accuracy)."""
+
+
+@runtime_checkable
+class ScoringEngine(Protocol):
+    """Optional: an engine that can score references (the transformers engine). One without it answers
+    `scoring_unsupported`."""
+
+    async def score(self, req: ScoreRequest) -> ScoreResult: ...
+
+
+@dataclass(frozen=True, slots=True)
 class TextDelta:
     index: int
     text: str

@@ -12,7 +12,16 @@ import torch
 from tunery.errors import InvalidArgument
 from tunery.models import BaseModelSpec, model_label, resolve
 from tunery.weights import base_model_folder
-from tunery_gateway.engines.base import AdapterRef, Generation, GenerationRequest, ServedBase, context_error
+from tunery_gateway.engines.base import (
+    AdapterRef,
+    Generation,
+    GenerationRequest,
+    ScoreRequest,
+    ScoreResult,
+    ServedBase,
+    context_error,
+)
+from tunery_gateway.engines.transformers.scoring import ScoreJob, encode_score
 from tunery_gateway.engines.transformers.worker import BaseWorker, Call
 from tunery_gateway.settings import GatewaySettings
 
@@ -92,6 +101,19 @@ class TransformersEngine:
         gen.on_cancel = lambda: worker.cancel(call)
         worker.submit(call)
         return gen
+
+    async def score(self, req: ScoreRequest) -> ScoreResult:
+        """Loss of the reference under the base model or its adapter, computed on the base model's worker thread."""
+        worker = self.workers[req.base]
+        loop = asyncio.get_running_loop()
+        tokens = await loop.run_in_executor(worker.tokenizer_pool, encode_score, worker.tok, req, worker.base.id)
+        ctx = worker.base.context_length
+        if len(tokens.input_ids) > ctx:
+            raise InvalidArgument(f"this model's context is {ctx} tokens; the messages and the reference have "
+                                  f"{len(tokens.input_ids)}", code="context_length_exceeded", field="reference")
+        job = ScoreJob(req, tokens, loop.create_future())
+        worker.submit_score(job)
+        return await job.future
 
     def stats(self) -> dict[str, Any]:
         return {base: w.stats() for base, w in self.workers.items()}

@@ -3,7 +3,8 @@
 New calls join the running batch between decode steps (their prompt is prefilled on its own, then its KV cache is
 left-padded and stacked onto the batch's), finished or cancelled sequences leave it at once, and columns that became
 pure padding are trimmed. Rows of one batch may use different adapters (see `adapters.AdapterSet`). The event loop
-never runs torch; tokens reach it through `call_soon_threadsafe`, once per step.
+never runs torch; tokens reach it through `call_soon_threadsafe`, once per step. Reference scoring (POST /v1/score)
+runs here too, one forward between two decode steps (scoring.py).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from tunery_gateway.engines.text import TextTracker
 from tunery_gateway.engines.transformers.adapters import AdapterSet
 from tunery_gateway.engines.transformers.prompt import encode_request
 from tunery_gateway.engines.transformers.sampling import sample_row
+from tunery_gateway.engines.transformers.scoring import ScoreJob, ScoreQueue
 from tunery_gateway.errors import Overloaded
 from tunery_gateway.settings import GatewaySettings
 
@@ -99,8 +101,9 @@ class BaseWorker:
         self.stopping = False
         self.mergeable = True
         self.counters = {"steps": 0, "rows_stepped": 0, "prefills": 0, "adapter_loads": 0, "adapter_evictions": 0,
-                         "mixed_steps": 0}
+                         "mixed_steps": 0, "scores": 0}
         self.adapters = AdapterSet(model, base, settings.max_adapters, self.counters)
+        self.scores = ScoreQueue(loop, settings.max_queue, base.id)
         eos = model.generation_config.eos_token_id if model.generation_config is not None else None
         self.eos = {int(e) for e in (eos if isinstance(eos, list) else [eos]) if e is not None}
         if tok.eos_token_id is not None:
@@ -127,6 +130,11 @@ class BaseWorker:
             self.queued += n
         self.wake.set()
 
+    def submit_score(self, job: ScoreJob) -> None:
+        """Queue a reference scoring; the worker thread runs it between decode steps (see scoring.py)."""
+        self.scores.put(job)
+        self.wake.set()
+
     def cancel(self, call: Call) -> None:
         call.cancelled = True
         self.wake.set()
@@ -141,6 +149,7 @@ class BaseWorker:
             self.stopping = True
             pending, self.pending = list(self.pending), deque()
             self.queued = 0
+        self.scores.close()
         for call in pending:
             self._post([(call.gen, Failed(Unavailable("the gateway is shutting down", code="shutting_down")))])
         self.wake.set()
@@ -173,10 +182,12 @@ class BaseWorker:
         with torch.inference_mode():
             while not self.stopping:
                 try:
+                    self._score_next()
                     self._admit()
                     if self.batch is None:
-                        self.wake.wait(0.5)
-                        self.wake.clear()
+                        if not self.scores:  # more scoring waiting: go round again without sleeping
+                            self.wake.wait(0.5)
+                            self.wake.clear()
                         continue
                     self._compact([False] * len(self.batch.rows))
                     if self.batch is not None:
@@ -190,6 +201,11 @@ class BaseWorker:
                 finally:
                     self._admitting = []
         self._fail_batch(Unavailable("the gateway is shutting down", code="shutting_down"))
+
+    def _score_next(self) -> None:
+        """One waiting scoring job, if any (one forward: a running batch waits one step at most per job)."""
+        in_use = {r.adapter for r in self.batch.rows} if self.batch is not None else set()
+        self.scores.run_next(self.adapters, self.device, in_use, self.counters)
 
     def _fail_batch(self, err: TuneryError) -> None:
         if self.batch is None:
