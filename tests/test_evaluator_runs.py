@@ -185,7 +185,8 @@ def test_base_against_tuned_streams_results_and_a_summary(stack: Stack) -> None:
     name = stack.version([chat(i) for i in range(4)])
     ne = struct_pb2.Struct()
     ne.update({"operation": "ne"})  # a built-in beside the plugin: the answer is not the reference word for word
-    graders = [pb.GraderSpec(type="word_overlap"), pb.GraderSpec(type="string_check", name="differs", config=ne)]
+    graders = [pb.GraderSpec(type="word_overlap"), pb.GraderSpec(type="string_check", name="differs", config=ne),
+               pb.GraderSpec(type="reference_loss")]  # the reference's loss under each model: POST /v1/score
     ev = stack.create(stack.spec(name, graders=graders, display_name="base vs tuned"))
     assert ev.state == common_pb2.JOB_STATE_QUEUED and ev.total_examples == 4
     assert ev.resolved_data.version == 1 and ev.resolved_data.dataset.startswith("ds")
@@ -198,9 +199,12 @@ def test_base_against_tuned_streams_results_and_a_summary(stack: Stack) -> None:
         assert [m["role"] for m in json.loads(r.input_json)] == ["system", "user"]
         assert [a.model for a in r.answers] == [stack.base, stack.tuned]
         assert all(a.content and not a.error and a.completion_tokens > 0 for a in r.answers)
-        assert {(g.grader, g.model) for g in r.grades} == {(g, m) for g in ("word_overlap", "differs")
+        assert {(g.grader, g.model) for g in r.grades} == {(g, m) for g in ("word_overlap", "differs",
+                                                                            "reference_loss")
                                                            for m in (stack.base, stack.tuned)}
-        assert all(g.HasField("score") and 0 <= g.score <= 1 and not g.error for g in r.grades)
+        assert all(g.HasField("score") and not g.error for g in r.grades), r.grades
+        assert all(0 <= g.score <= 1 for g in r.grades if g.grader != "reference_loss")
+        assert all(g.score > 0 for g in r.grades if g.grader == "reference_loss")  # nats per token, random model
     # The adapter changes what the model says, so the two columns are two models.
     assert any(r.answers[0].content != r.answers[1].content for r in got)
     summary = final.summary
@@ -213,8 +217,13 @@ def test_base_against_tuned_streams_results_and_a_summary(stack: Stack) -> None:
         assert g.pass_rate == pytest.approx(sum(s >= 0.5 for s in scores) / 4)
     differs = [g for g in summary.graders if g.grader == "differs"]
     assert [(g.mean, g.pass_rate, g.count) for g in differs] == [(1.0, 1.0, 4), (1.0, 1.0, 4)]
-    pair, same = summary.pairs
+    pair, same, loss = summary.pairs
     assert (pair.model_a, pair.model_b, pair.grader) == (stack.base, stack.tuned, "word_overlap")
+    losses = {g.model: g for g in summary.graders if g.grader == "reference_loss"}
+    assert not losses[stack.base].higher_is_better and losses[stack.base].extra["perplexity"] > 1
+    # Lower is better: the pair's difference is oriented so that positive means the base did better.
+    assert loss.grader == "reference_loss" and loss.mean_difference == pytest.approx(
+        losses[stack.tuned].mean - losses[stack.base].mean)
     assert (same.grader, same.ties, same.test, same.p_value) == ("differs", 4, "sign", 1.0)
     assert pair.wins + pair.losses + pair.ties == pair.count == 4 and pair.test in ("wilcoxon", "sign")
     assert 0 <= pair.p_value <= 1 and pair.ci_low <= pair.mean_difference <= pair.ci_high
@@ -227,7 +236,7 @@ def test_base_against_tuned_streams_results_and_a_summary(stack: Stack) -> None:
     _, done, _ = stack.events.wait_for("evaluation.succeeded", ev.id)
     payload = pb.EvaluationEvent()
     done.payload.Unpack(payload)
-    assert payload.finished_examples == 4 and len(payload.summary.graders) == 4
+    assert payload.finished_examples == 4 and len(payload.summary.graders) == 6
     listed = stack.stub.ListEvaluations(pb.ListEvaluationsRequest(model=stack.tuned, dataset=name)).evaluations
     assert [e.id for e in listed] == [ev.id]
     assert not stack.stub.ListEvaluations(pb.ListEvaluationsRequest(

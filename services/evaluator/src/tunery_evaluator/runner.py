@@ -271,8 +271,9 @@ class Runner:
         return ended
 
     async def summarize(self, ev: Evaluation, graders: list[tuple[GraderSpec, Grader]] | None = None):  # type: ignore[no-untyped-def]
-        if graders is None:
-            graders = registry.build_all(list(ev.spec.graders), GraderContext(seed=ev.spec.seed))
+        if graders is None:  # only their metadata and aggregates are used: no call is made through this access
+            access = ModelAccess(self.client, Waiter(0.0))
+            graders = registry.build_all(list(ev.spec.graders), GraderContext(access, access, ev.spec.seed))
         results = await self._db(self.store.all_results, ev.id)
         models = [m.name for m in ev.spec.models]
         return await asyncio.to_thread(stats.summarize, results, grader_meta(graders), models, ev.spec.seed)

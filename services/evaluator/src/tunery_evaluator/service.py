@@ -113,10 +113,12 @@ class EvaluatorService:
         if len(g.stop) > 4:
             raise bad("stop", f"takes at most 4 sequences, not {len(g.stop)}")
 
-    @staticmethod
-    def _check_graders(specs: tuple[GraderSpec, ...]) -> list[GraderSpec]:
+    def _check_graders(self, specs: tuple[GraderSpec, ...]) -> list[GraderSpec]:
+        """Names filled in, and each grader built once as a run builds it (judges and reference_loss need model
+        access at construction; nothing is called here)."""
         named = registry.named(specs)
-        registry.build_all(named, GraderContext())
+        access = ModelAccess(self.client, Waiter(0.0))
+        registry.build_all(named, GraderContext(access, access))
         return named
 
     async def _version(self, ref: DatasetVersionRef, field: str) -> tuple[str, str, int, list[dict[str, Any]]]:
