@@ -5,6 +5,7 @@ grader `word_overlap` installed as its own package. One stack for the module; ev
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -135,11 +136,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("evaluator")
     tiny = build_tiny_llama(tmp / "tiny-llama", data_dir=tmp)
     loop = LoopThread()
-    with nats_server(tmp) as nats:
+    with nats_server(tmp) as nats, contextlib.ExitStack() as stack_exit:
         ds_app = loop.run(start_dataset(DatasetSettings(data_dir=tmp / "ds", nats_url=nats.url, port=free_port(),
                                                         database_url="")))
         dataset_addr = f"127.0.0.1:{ds_app.port}"
-        tr_app = loop.run(start_trainer(TrainerSettings(data_dir=tmp / "tr", nats_url=nats.url, port=free_port(),
+        # The trainer on a NATS of its own: the job event below that makes the gateway serve the adapter is about a
+        # job the trainer never had (it would retry it forever).
+        tr_nats = stack_exit.enter_context(nats_server(tmp / "tr-nats"))
+        tr_app = loop.run(start_trainer(TrainerSettings(data_dir=tmp / "tr", nats_url=tr_nats.url, port=free_port(),
                                                         database_url="", dataset_addr=dataset_addr)))
         trainer_addr = f"127.0.0.1:{tr_app.port}"
         gw_settings = GatewaySettings(data_dir=tmp / "gw", base_models=str(tiny), nats_url=nats.url, database_url="",
@@ -339,16 +343,24 @@ def test_finished_evaluations_cannot_be_cancelled_and_hold_their_version(stack: 
 
 def test_compare_answers_side_by_side_and_stores_nothing(stack: Stack) -> None:
     before = stack.stub.ListEvaluations(pb.ListEvaluationsRequest()).page.total_size
+    judge = struct_pb2.Struct()
+    # The tiny model judges: its verdicts are nonsense, but one comes back (or is named unparseable) per pair.
+    judge.update({"model": stack.base, "sampling_params": {"max_tokens": 4}, "both_orders": False})
     resp = stack.stub.Compare(pb.CompareRequest(
         conversations=[pb.Conversation(messages=[pb.ChatMessage(role="user", content="Say hi.")]),
                        pb.Conversation(messages=[pb.ChatMessage(role="user", content="Count to three.")])],
         models=[pb.ModelRef(model=stack.base), pb.ModelRef(model=stack.tuned, label="tuned")],
-        generation=pb.GenerationConfig(max_tokens=5), graders=[pb.GraderSpec(type="word_overlap")],
+        generation=pb.GenerationConfig(max_tokens=5),
+        graders=[pb.GraderSpec(type="word_overlap"), pb.GraderSpec(type="pairwise_model", config=judge)],
         references=["hi there", "one two three"]))
     assert [r.index for r in resp.results] == [0, 1]
     for r in resp.results:
         assert [a.model for a in r.answers] == [stack.base, "tuned"] and all(a.content for a in r.answers)
-        assert len(r.grades) == 2 and all(g.HasField("score") for g in r.grades)
+        overlap = [g for g in r.grades if g.grader == "word_overlap"]
+        assert len(overlap) == 2 and all(g.HasField("score") for g in overlap)
+        (pair,) = [g for g in r.grades if g.grader == "pairwise_model"]  # one verdict per pair of models
+        assert (pair.model, pair.against) == (stack.base, "tuned")
+        assert pair.label in ("a", "b", "tie") or pair.error == "unparseable_verdict", pair
     assert stack.stub.ListEvaluations(pb.ListEvaluationsRequest()).page.total_size == before
     err = error_of(lambda: stack.stub.Compare(pb.CompareRequest(
         conversations=[pb.Conversation(messages=[pb.ChatMessage(role="user", content="x")])],
