@@ -199,7 +199,14 @@ class EvaluatorService:
         if existing:
             await self.datasets.set_reference(ds, ver, reference_of(ev.id), add=False)
             return stored, True
-        await self.queue.enqueue(stored.id)
+        try:
+            await self.queue.enqueue(stored.id)
+        except Exception as err:  # NATS away: nothing half-made stays behind, a retry starts afresh
+            await self._db(self.store.finish, stored.id, "failed")
+            await self._db(self.store.delete, stored.id)
+            await self.datasets.set_reference(ds, ver, reference_of(ev.id), add=False)
+            raise Unavailable(f"the evaluation could not be queued ({type(err).__name__}: {err}); nothing was kept, "
+                              f"try again", code="queue_unavailable") from None
         await self.runner.publish("evaluation.created", stored)
         return stored, False
 
