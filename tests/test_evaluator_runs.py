@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import threading
 import uuid
@@ -19,6 +20,7 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+import sacrebleu
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from google.protobuf import struct_pb2
@@ -247,11 +249,110 @@ def test_base_against_tuned_streams_results_and_a_summary(stack: Stack) -> None:
         dataset=name, states=[common_pb2.JOB_STATE_RUNNING])).evaluations
 
 
+def config(**kw: Any) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    s.update(kw)
+    return s
+
+
+def record(i: int) -> dict[str, Any]:
+    return {"messages": [{"role": "system", "content": "Reply with the record as one JSON object."},
+                         {"role": "user", "content": f"Record {i}?"},
+                         {"role": "assistant", "content": json.dumps({"id": i, "double": 2 * i})}]}
+
+
+def test_every_built_in_grader_in_one_run_the_tiny_model_judging(stack: Stack) -> None:
+    n, models = 3, (stack.base, stack.tuned)
+    name = stack.version([record(i) for i in range(n)])
+    judge = {"model": stack.base, "sampling_params": {"max_tokens": 8}}  # a model the gateway serves judges
+    graders = [pb.GraderSpec(type="string_check", config=config(operation="eq")),
+               pb.GraderSpec(type="text_similarity", name="bleu", config=config(evaluation_metric="bleu")),
+               pb.GraderSpec(type="text_similarity", name="rouge_l", config=config(evaluation_metric="rouge_l")),
+               pb.GraderSpec(type="json", config=config(schema={"type": "object", "required": ["id", "double"]},
+                                                        match_fields=["id", "double"])),
+               pb.GraderSpec(type="score_model", config=config(**judge)),
+               pb.GraderSpec(type="label_model", config=config(**judge, labels=["good", "bad"],
+                                                               passing_labels=["good"])),
+               pb.GraderSpec(type="pairwise_model", config=config(**judge)),
+               pb.GraderSpec(type="reference_loss"), pb.GraderSpec(type="latency"), pb.GraderSpec(type="tokens")]
+    single = ["string_check", "bleu", "rouge_l", "json", "score_model", "label_model", "reference_loss", "latency",
+              "tokens"]
+    lower = {"reference_loss", "latency", "tokens"}
+    ev = stack.create(stack.spec(name, graders=graders, generation=pb.GenerationConfig(max_tokens=8, concurrency=2)))
+    got, updates = results(stack.stub, ev.id, follow=True)
+    final = updates[-1]
+    assert final.state == SUCCEEDED and final.finished_examples == n and len(got) == n
+    judged = {"score_model", "label_model", "pairwise_model"}
+    unparseable = 0
+    for r in got:
+        answers = {a.model: a for a in r.answers}
+        assert list(answers) == list(models) and all(a.content and not a.error for a in r.answers)
+        one = {(g.grader, g.model): g for g in r.grades if not g.against}
+        assert len(one) == len(r.grades) - 1 and set(one) == {(g, m) for g in single for m in models}
+        (pair,) = [g for g in r.grades if g.against]  # one verdict per pair of models, asked in both orders
+        assert (pair.grader, pair.model, pair.against) == ("pairwise_model", stack.base, stack.tuned)
+        for m, a in answers.items():
+            assert one["string_check", m].score == float(a.content == r.reference)
+            bleu = sacrebleu.sentence_bleu(a.content, [r.reference]).score / 100
+            assert one["bleu", m].score == pytest.approx(bleu) and one["bleu", m].label == "bleu"
+            assert 0 <= one["rouge_l", m].score <= 1 and one["rouge_l", m].label == "rouge_l"
+            try:
+                json.loads(a.content)
+            except json.JSONDecodeError:  # a random model's answer: malformed JSON scores 0, it is no error
+                assert (one["json", m].score, one["json", m].passed, one["json", m].label) == (0, False,
+                                                                                               "invalid_json")
+            assert one["latency", m].score == pytest.approx(a.latency_ms) and a.latency_ms > 0
+            assert one["tokens", m].score == a.completion_tokens and one["tokens", m].label == a.finish_reason
+            assert one["reference_loss", m].score > 0 and "perplexity" in one["reference_loss", m].rationale
+        for g in [*one.values(), pair]:
+            if g.grader not in judged:
+                assert not g.error, g
+            else:  # the tiny model's verdicts cannot be read: each is counted as such, its raw text kept
+                assert g.error == "unparseable_verdict" and g.error_message and not g.HasField("score"), g
+                assert g.rationale and (g.grader != "pairwise_model" or "order B-A" in g.rationale), g
+                unparseable += 1
+    assert unparseable == 5 * n  # score_model and label_model per model, pairwise_model per pair
+    assert final.errored_examples == sum(any(g.error for g in r.grades) for r in got)
+    assert not final.summary.model_errors
+    # Summaries: one per grader and model, consistent with the results above.
+    by = {(s.grader, s.model): s for s in final.summary.graders}
+    assert len(by) == len(final.summary.graders) == 2 * (len(single) + 1)
+    for (grader, model), s in by.items():
+        assert s.count + s.errored == n and s.ci_low <= s.mean <= s.ci_high, s
+        assert s.higher_is_better == (grader not in lower), s
+        if grader in judged:  # nothing scored, every example errored (a pair's verdict counts for both models)
+            assert (s.count, s.errored) == (0, n), s
+            continue
+        scores = [g.score for r in got for g in r.grades if (g.grader, g.model) == (grader, model)]
+        assert s.count == n and s.mean == pytest.approx(sum(scores) / n)
+    for m in models:
+        loss = by["reference_loss", m]
+        assert loss.extra["perplexity"] == pytest.approx(math.exp(loss.mean)) and loss.extra["perplexity"] > 1
+        assert by["latency", m].extra["p50"] <= by["latency", m].extra["p95"] <= by["latency", m].extra["max"]
+    assert by["reference_loss", stack.base].mean != by["reference_loss", stack.tuned].mean  # the adapter counts
+    # Pairs, oriented by higher_is_better: a positive difference always means the base did better.
+    pairs = {p.grader: p for p in final.summary.pairs}
+    assert len(pairs) == len(final.summary.pairs) == len(single) + 1
+    for grader, p in pairs.items():
+        assert (p.model_a, p.model_b) == models and p.wins + p.losses + p.ties == p.count
+        assert p.ci_low <= p.mean_difference <= p.ci_high and 0 <= p.p_value <= 1, p
+        if grader in judged:
+            assert (p.count, p.p_value) == (0, 1), p
+        else:
+            sign = -1 if grader in lower else 1
+            a, b = by[grader, stack.base].mean, by[grader, stack.tuned].mean
+            assert p.count == n and p.mean_difference == pytest.approx(sign * (a - b)), p
+
+
 def test_list_graders_shows_the_third_party_grader(stack: Stack) -> None:
     graders = {g.type: g for g in stack.stub.ListGraders(pb.ListGradersRequest()).graders}
     wo = graders["word_overlap"]
     assert wo.package == "tunery-test-grader" and wo.needs_reference and not wo.pairwise and wo.higher_is_better
-    assert graders["string_check"].package == "tunery-evaluator" and graders["pairwise_model"].pairwise
+    built_in = {"string_check", "text_similarity", "json", "score_model", "label_model", "pairwise_model",
+                "reference_loss", "latency", "tokens"}
+    assert {t for t, g in graders.items() if g.package == "tunery-evaluator"} == built_in
+    assert [t for t, g in graders.items() if g.pairwise] == ["pairwise_model"]
+    assert not any(graders[t].higher_is_better for t in ("reference_loss", "latency", "tokens"))
     assert "pass_threshold" in wo.config_schema["properties"] and "reference" in wo.description
 
 
@@ -515,12 +616,25 @@ def test_cancelling_stops_waiting_for_an_endpoint(stack: Stack) -> None:
     assert get(stack.stub, ev.id).state == common_pb2.JOB_STATE_CANCELLED
 
 
-def test_an_endpoint_that_stays_away_fails_the_evaluation_clearly(stack: Stack) -> None:
+def test_an_endpoint_that_stays_away_or_a_rejected_key_is_named_clearly(stack: Stack) -> None:
     name = stack.version([chat(0)])
     dead = f"http://127.0.0.1:{free_port()}/v1"
-    stack.evaluator.stop()
-    stack.evaluator.start(TUNERY_EVALUATOR_GATEWAY_WAIT_SECONDS="1")
+    stack.evaluator.stop()  # one restart for both: a short wait for endpoints, and a gateway key the gateway rejects
+    stack.evaluator.start(TUNERY_EVALUATOR_GATEWAY_WAIT_SECONDS="1",
+                          TUNERY_EVALUATOR_GATEWAY_API_KEY="tny-000000000000-not-a-key-the-gateway-knows")
     try:
+        err = error_of(lambda: stack.create(stack.spec(name)))  # the models are checked with the gateway
+        assert (type(err).__name__, err.code, err.field) == ("FailedPrecondition", "gateway_rejected_key",
+                                                             "models[0].model")
+        assert "TUNERY_EVALUATOR_GATEWAY_API_KEY" in err.message and str(stack.gateway.port) in err.message
+        # An external endpoint's wrong key: each answer says which endpoint rejected the key of which model.
+        wrong = [pb.ModelRef(model=stack.base, base_url=stack.gateway_v1, api_key="tny-000000000000-wrong")]
+        ev = stack.create(stack.spec(name, models=wrong))
+        done = wait_state(stack.stub, ev.id, timeout=60)
+        assert done.state == SUCCEEDED and done.errored_examples == 1
+        (answer,) = results(stack.stub, ev.id)[0][0].answers
+        assert answer.error == "unauthenticated" and stack.gateway_v1 in answer.error_message
+        assert stack.base in answer.error_message and "invalid API key" in answer.error_message
         ev = stack.create(stack.spec(name, models=[pb.ModelRef(model=stack.base, base_url=dead)]))
         done = wait_state(stack.stub, ev.id, timeout=60)
         assert done.state == FAILED and done.error.code == "endpoint_unavailable"

@@ -17,7 +17,7 @@ from typing import Any, Protocol, TypeVar
 
 from tunery.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, required
 from tunery.split import split_examples
-from tunery_evaluator.client import EndpointDown, OpenAIModelClient
+from tunery_evaluator.client import EndpointDown, EndpointRefused, OpenAIModelClient
 from tunery_evaluator.domain import (
     TERMINAL,
     DatasetClient,
@@ -92,6 +92,15 @@ class EvaluatorService:
                     raise Unavailable(f"the gateway at {err.base_url} cannot be reached to check the models: "
                                       f"{err.reason}", code="gateway_unavailable",
                                       field=f"{field}[{i}].model") from None
+                except EndpointRefused as err:
+                    if err.status in (401, 403):
+                        raise FailedPrecondition(
+                            f"the gateway at {err.base_url} rejected the evaluator's API key (HTTP {err.status}: "
+                            f"{err.message}); set TUNERY_EVALUATOR_GATEWAY_API_KEY to a gateway key with the "
+                            "inference scope", code="gateway_rejected_key", field=f"{field}[{i}].model") from None
+                    raise Unavailable(f"the gateway at {err.base_url} could not list its models to check "
+                                      f"{field}[{i}].model: HTTP {err.status}: {err.message}",
+                                      code="gateway_error", field=f"{field}[{i}].model") from None
             if m.model not in served:
                 raise InvalidArgument(
                     f"{field}[{i}].model: the gateway does not serve {m.model!r}; it serves "
