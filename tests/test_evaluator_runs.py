@@ -314,6 +314,10 @@ def test_every_built_in_grader_in_one_run_the_tiny_model_judging(stack: Stack) -
     assert unparseable == 5 * n  # score_model and label_model per model, pairwise_model per pair
     assert final.errored_examples == sum(any(g.error for g in r.grades) for r in got)
     assert not final.summary.model_errors
+    _, done, _ = stack.events.wait_for("evaluation.succeeded", ev.id)  # the summary rides on the NATS event too
+    event = pb.EvaluationEvent()
+    done.payload.Unpack(event)
+    assert event.summary == final.summary
     # Summaries: one per grader and model, consistent with the results above.
     by = {(s.grader, s.model): s for s in final.summary.graders}
     assert len(by) == len(final.summary.graders) == 2 * (len(single) + 1)
