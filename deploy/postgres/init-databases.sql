@@ -3,6 +3,6 @@
 -- Runs once, when the postgres volume is first initialised (/docker-entrypoint-initdb.d).
 CREATE DATABASE tunery_dataset OWNER tunery;
 CREATE DATABASE tunery_trainer OWNER tunery;
--- For the evaluator to come (services/evaluator): created now because this script runs on a new volume only.
+-- The evaluator's (services/evaluator; not in compose yet): created now because this script runs on a new volume only.
 CREATE DATABASE tunery_evaluator OWNER tunery;
 CREATE DATABASE tunery_gateway OWNER tunery;

@@ -44,4 +44,4 @@ def test_names_default_to_the_type_and_must_be_unique() -> None:
     assert [s.name for s in named] == ["word_overlap", "word_overlap-2", "mine"]
     with pytest.raises(InvalidArgument) as info:
         registry.named([GraderSpec("a", "same"), GraderSpec("b", "same")])
-    assert (info.value.code, info.value.field) == ("duplicate_grader_name", "graders[1].name")
+    assert (info.value.code, info.value.field) == ("duplicate_grader", "graders[1].name")

@@ -86,7 +86,8 @@ def test_spec_round_trips_and_idempotency_keys_return_the_first(store: Evaluatio
     again = Evaluation(new_evaluation_id(), got.spec, "queued", now())
     earlier, existing = store.create(again, [], "x")
     assert existing and earlier.id == ev.id
-    assert [i.reference for i in store.items(ev.id)] == ["a0", "a1", "a2"]
+    assert [(i.index, i.reference, i.example_id) for i in store.items(ev.id)] == [
+        (0, "a0", "ds_1:2:0"), (1, "a1", "ds_1:2:1"), (2, "a2", "ds_1:2:2")]
     with pytest.raises(NotFound) as info:
         store.get("eval-none")
     assert info.value.code == "evaluation_not_found"
@@ -141,12 +142,12 @@ def test_list_filters_and_pages(store: EvaluationStore) -> None:
     a = make(store, job_id="ftjob-a", dataset="ds_list")
     b = make(store, dataset="ds_list", models=(ModelRef("other_model"),))
     store.finish(b.id, "succeeded")
-    evs, _, total = store.list(10, "", dataset="ds_list")
+    evs, _, total = store.list_evaluations(10, "", dataset="ds_list")
     assert total == 2 and {e.id for e in evs} == {a.id, b.id}
-    assert [e.id for e in store.list(10, "", dataset="name-ds_list", states=["succeeded"])[0]] == [b.id]
-    assert [e.id for e in store.list(10, "", job_id="ftjob-a")[0]] == [a.id]
-    assert [e.id for e in store.list(10, "", model="other_model")[0]] == [b.id]
-    assert not store.list(10, "", model="other")[0]  # whole names only
-    first, token, _ = store.list(1, "", dataset="ds_list")
-    second, last, _ = store.list(1, token, dataset="ds_list")
+    assert [e.id for e in store.list_evaluations(10, "", dataset="name-ds_list", states=["succeeded"])[0]] == [b.id]
+    assert [e.id for e in store.list_evaluations(10, "", job_id="ftjob-a")[0]] == [a.id]
+    assert [e.id for e in store.list_evaluations(10, "", model="other_model")[0]] == [b.id]
+    assert not store.list_evaluations(10, "", model="other")[0]  # whole names only
+    first, token, _ = store.list_evaluations(1, "", dataset="ds_list")
+    second, last, _ = store.list_evaluations(1, token, dataset="ds_list")
     assert len(first) == len(second) == 1 and first[0].id != second[0].id and last == ""

@@ -217,3 +217,23 @@ def test_adapters(engine: Engine, tmp_path: Path) -> None:
     assert [r.id for r in store.all()] == [first.id, "ft:base:b:job2"]
     assert store.delete(first.id) and not store.delete(first.id)
     assert store.get(first.id) is None
+
+
+def test_internal_key_has_the_inference_scope_only(engine: Engine) -> None:
+    """TUNERY_GATEWAY_INTERNAL_API_KEY (what `tunery up` gives the evaluator): inference yes, admin no."""
+    from tunery_gateway.errors import PermissionDenied
+
+    store = KeyStore(engine, admin_key="tny-admin-000", internal_key="tny-internal-000")
+    try:
+        who = store.verify("tny-internal-000")
+        assert who.id == "key_internal_env" and who.scopes == ("inference",)
+        who.require("inference")
+        with pytest.raises(PermissionDenied):
+            who.require("admin")
+        assert store.verify("tny-admin-000").scopes == ("admin",)
+        with pytest.raises(Unauthenticated):
+            store.verify("tny-internal-001")
+    finally:
+        store.close()
+    settings = GatewaySettings(internal_api_key="tny-internal-000")
+    assert "tny-internal-000" not in repr(settings) and "tny-internal-000" not in str(settings.model_dump())

@@ -29,6 +29,7 @@ from tunery.up.probes import check_health, nats_reachable
 from tunery.up.procs import ProcRecord, log_tail, popen_logged, port_free, signal_proc, stop_processes
 from tunery.up.restart import Child, Restarter, RestartPolicy
 from tunery.up.state import Layout, RunState, ServiceRecord, WorkerRecord, remove_state
+from tunery.up.wiring import wire
 
 STOP_GRACE = 15.0
 """Longer than a service's own drain (`grace_seconds`, 10 s) so a clean drain is never cut short by SIGKILL."""
@@ -268,6 +269,7 @@ class Supervisor:
                 env["TUNERY_TRAINER_DATASET_ADDR"] = env["TUNERY_DATASET_ADDR"]
             if "evaluator" in (s.name for s in plan):  # jobs with spec.evaluation ask the evaluator we start
                 env["TUNERY_TRAINER_EVALUATOR_ADDR"] = env["TUNERY_EVALUATOR_ADDR"]
+            wire(env, {s.name for s in plan}, self.layout.data_dir)  # the evaluator: addresses, gateway URL and key
             state = self.state = RunState(str(self.layout.data_dir), nats_url, nats_proc, nats_log,
                                           supervisor=ProcRecord.of(os.getpid()),
                                           started_at=datetime.now(UTC).isoformat(timespec="seconds"))

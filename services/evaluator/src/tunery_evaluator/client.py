@@ -26,6 +26,16 @@ class EndpointDown(Exception):
         self.reason = reason
 
 
+class EndpointRefused(Exception):
+    """The endpoint answered with an HTTP error where no per-example answer can carry it (listing its models)."""
+
+    def __init__(self, base_url: str, status: int, message: str) -> None:
+        super().__init__(f"{base_url} answered HTTP {status}: {message}")
+        self.base_url = base_url
+        self.status = status
+        self.message = message
+
+
 class OpenAIModelClient:
     """Chat completions and reference scoring against OpenAI-compatible endpoints, one pooled client per endpoint."""
 
@@ -66,9 +76,11 @@ class OpenAIModelClient:
         except openai.NotFoundError as err:
             return _failed(label or model, "model_not_found", _message(err), started)
         except openai.AuthenticationError as err:
-            return _failed(label or model, "unauthenticated", _message(err), started)
+            return _failed(label or model, "unauthenticated", f"{base_url or self.base_url} rejected the API key "
+                           f"for {model!r}: {_message(err)}", started)
         except openai.PermissionDeniedError as err:
-            return _failed(label or model, "permission_denied", _message(err), started)
+            return _failed(label or model, "permission_denied", f"{base_url or self.base_url} refused {model!r} "
+                           f"to this API key: {_message(err)}", started)
         except openai.BadRequestError as err:
             return _failed(label or model, "bad_request", _message(err), started)
         except openai.APIStatusError as err:
@@ -107,10 +119,14 @@ class OpenAIModelClient:
         return {k: float(v) for k, v in body.items() if isinstance(v, (int, float))}
 
     async def list_models(self, *, base_url: str = "", api_key: str = "") -> list[str]:
+        """The model names the endpoint serves; EndpointDown if unreachable, EndpointRefused if it answers an HTTP
+        error (a rejected key: 401/403)."""
         try:
             page = await self._client(base_url, api_key).models.list()
         except (openai.APIConnectionError, openai.APITimeoutError) as err:
             raise EndpointDown(base_url or self.base_url, f"{type(err).__name__}: {err}") from err
+        except openai.APIStatusError as err:
+            raise EndpointRefused(base_url or self.base_url, err.status_code, _message(err)) from err
         return [m.id for m in page.data]
 
     async def close(self) -> None:

@@ -16,7 +16,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 
 from tunery.errors import NotFound
-from tunery.runtime.consumer import Outcome, PullConsumer, ensure_consumer, ensure_stream
+from tunery.runtime.consumer import LEAVE, Outcome, PullConsumer, ensure_consumer, ensure_stream
 from tunery_evaluator import convert
 
 log = logging.getLogger("tunery.evaluator")
@@ -62,8 +62,12 @@ class Workers:
 
     async def handle(self, msg: Msg) -> Outcome:
         evaluation_id = convert.task_id(msg.data)
-        if not evaluation_id or evaluation_id in self._running:  # a redelivery of a run this process is doing
+        if not evaluation_id:
             return None
+        if evaluation_id in self._running:
+            # Redelivered while this process still runs it: left unacked, so it comes back (to any process) should
+            # this one die before its run acks the message.
+            return LEAVE
         self._running.add(evaluation_id)
         try:
             ev = await self.run(evaluation_id)

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from itertools import combinations
 from typing import Any, Protocol, TypeVar
 
+from tunery.errors import TuneryError
 from tunery_evaluator import stats
 from tunery_evaluator.client import EndpointDown, OpenAIModelClient
 from tunery_evaluator.domain import (
@@ -49,12 +50,19 @@ class EndpointGone(Exception):
         self.down = down
 
 
-class Waiter:
-    """Calls that wait out an unreachable endpoint; one outage is announced once (``on_down``)."""
+class RunStopped(Exception):
+    """The evaluation ended (cancelled) while a call waited for its endpoint."""
 
-    def __init__(self, limit: float, on_down: Callable[[EndpointDown], Awaitable[None]] | None = None) -> None:
+
+class Waiter:
+    """Calls that wait out an unreachable endpoint; one outage is announced once (``on_down``); ``stopped`` is asked
+    before each retry, so a cancelled evaluation stops waiting."""
+
+    def __init__(self, limit: float, on_down: Callable[[EndpointDown], Awaitable[None]] | None = None,
+                 stopped: Callable[[], Awaitable[bool]] | None = None) -> None:
         self.limit = limit
         self.on_down = on_down
+        self.stopped = stopped
         self._announced = False
 
     async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
@@ -70,6 +78,8 @@ class Waiter:
                 started = started or now
                 if now - started >= self.limit:
                     raise EndpointGone(err, now - started) from err
+                if self.stopped is not None and await self.stopped():
+                    raise RunStopped from err
                 if not self._announced:
                     self._announced = True
                     log.warning("%s; waiting up to %.0f s for it", err, self.limit)
@@ -102,7 +112,7 @@ async def answer(client: OpenAIModelClient, waiter: Waiter, model: ModelRef, ite
             model.model, item.messages, temperature=gen.resolved_temperature(), max_tokens=gen.resolved_max_tokens(),
             base_url=model.base_url, api_key=model.api_key, seed=gen.seed, stop=list(gen.stop) or None,
             top_p=gen.top_p, label=model.name))
-    except EndpointGone:
+    except (EndpointGone, RunStopped):
         raise
     except Exception as err:  # anything the client did not foresee is this answer's failure, not the run's
         return Answer(model=model.name, content="", error="endpoint_error",
@@ -135,7 +145,7 @@ async def grade_all(item: Item, answers: list[Answer], graders: list[tuple[Grade
                     continue
                 try:
                     pr = await grader.grade_pair(item, a, b)
-                except EndpointGone:
+                except (EndpointGone, RunStopped):
                     raise
                 except Exception as err:
                     out.append(Grade(spec.name, a.model, error="grader_error", against=b.model,
@@ -155,7 +165,7 @@ async def grade_all(item: Item, answers: list[Answer], graders: list[tuple[Grade
             else:
                 try:
                     out.append(_grade(spec, grader, ans.model, await grader.grade(item, ans)))
-                except EndpointGone:
+                except (EndpointGone, RunStopped):
                     raise
                 except Exception as err:
                     out.append(Grade(spec.name, ans.model, error="grader_error",
@@ -195,9 +205,16 @@ class Runner:
             return await self._end(ev, "failed", ErrorInfo(
                 "too_many_attempts", f"the evaluation was started {ev.attempts - 1} times without finishing"))
         await self.publish("evaluation.state_changed", ev)
-        waiter = Waiter(self.settings.gateway_wait_seconds, lambda down: self._endpoint_down(ev, down))
+        async def ended() -> bool:
+            return await self._db(self.store.state, evaluation_id) in TERMINAL
+
+        waiter = Waiter(self.settings.gateway_wait_seconds, lambda down: self._endpoint_down(ev, down), ended)
         access = ModelAccess(self.client, waiter)
-        graders = registry.build_all(list(ev.spec.graders), GraderContext(access, access, ev.spec.seed))
+        try:
+            graders = registry.build_all(list(ev.spec.graders), GraderContext(access, access, ev.spec.seed))
+        except TuneryError as err:  # a grader this process does not have (or no longer accepts this config)
+            return await self._end(ev, "failed", ErrorInfo(err.code, f"this evaluator cannot run the evaluation's "
+                                                           f"graders: {err.message}", err.field))
         items = await self._db(self.store.items, evaluation_id)
         done = await self._db(self.store.finished_indices, evaluation_id)
         todo: asyncio.Queue[Item] = asyncio.Queue()
@@ -228,6 +245,8 @@ class Runner:
                     tg.create_task(work())
         except* EndpointGone as group:
             gone.extend(e for e in group.exceptions if isinstance(e, EndpointGone))
+        except* RunStopped:
+            pass  # cancelled while waiting: the end below finds it ended
         if gone:
             return await self._end(ev, "failed", ErrorInfo(
                 "endpoint_unavailable", f"the evaluation failed: {gone[0]}", "models"), graders)
@@ -252,8 +271,9 @@ class Runner:
         return ended
 
     async def summarize(self, ev: Evaluation, graders: list[tuple[GraderSpec, Grader]] | None = None):  # type: ignore[no-untyped-def]
-        if graders is None:
-            graders = registry.build_all(list(ev.spec.graders), GraderContext(seed=ev.spec.seed))
+        if graders is None:  # only their metadata and aggregates are used: no call is made through this access
+            access = ModelAccess(self.client, Waiter(0.0))
+            graders = registry.build_all(list(ev.spec.graders), GraderContext(access, access, ev.spec.seed))
         results = await self._db(self.store.all_results, ev.id)
         models = [m.name for m in ev.spec.models]
         return await asyncio.to_thread(stats.summarize, results, grader_meta(graders), models, ev.spec.seed)

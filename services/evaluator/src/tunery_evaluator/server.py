@@ -32,7 +32,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServiceServicer):
 
     async def ListEvaluations(self, request: pb.ListEvaluationsRequest, context: Ctx) -> pb.ListEvaluationsResponse:
         states = [convert.state_from_pb(s) for s in request.states]
-        evs, token, total = await self.svc.list(request.page.page_size, request.page.page_token,
+        evs, token, total = await self.svc.list_evaluations(request.page.page_size, request.page.page_token,
                                                 states=[s or "unspecified" for s in states], model=request.model,
                                                 dataset=request.dataset, job_id=request.job_id)
         return pb.ListEvaluationsResponse(evaluations=[convert.evaluation(e) for e in evs],

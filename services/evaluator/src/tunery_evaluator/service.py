@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any, Protocol, TypeVar
 
-from tunery.errors import FailedPrecondition, InvalidArgument, Unavailable, required
+from tunery.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, required
 from tunery.split import split_examples
-from tunery_evaluator.client import EndpointDown, OpenAIModelClient
+from tunery_evaluator.client import EndpointDown, EndpointRefused, OpenAIModelClient
 from tunery_evaluator.domain import (
     TERMINAL,
     DatasetClient,
@@ -92,6 +92,15 @@ class EvaluatorService:
                     raise Unavailable(f"the gateway at {err.base_url} cannot be reached to check the models: "
                                       f"{err.reason}", code="gateway_unavailable",
                                       field=f"{field}[{i}].model") from None
+                except EndpointRefused as err:
+                    if err.status in (401, 403):
+                        raise FailedPrecondition(
+                            f"the gateway at {err.base_url} rejected the evaluator's API key (HTTP {err.status}: "
+                            f"{err.message}); set TUNERY_EVALUATOR_GATEWAY_API_KEY to a gateway key with the "
+                            "inference scope", code="gateway_rejected_key", field=f"{field}[{i}].model") from None
+                    raise Unavailable(f"the gateway at {err.base_url} could not list its models to check "
+                                      f"{field}[{i}].model: HTTP {err.status}: {err.message}",
+                                      code="gateway_error", field=f"{field}[{i}].model") from None
             if m.model not in served:
                 raise InvalidArgument(
                     f"{field}[{i}].model: the gateway does not serve {m.model!r}; it serves "
@@ -113,10 +122,12 @@ class EvaluatorService:
         if len(g.stop) > 4:
             raise bad("stop", f"takes at most 4 sequences, not {len(g.stop)}")
 
-    @staticmethod
-    def _check_graders(specs: tuple[GraderSpec, ...]) -> list[GraderSpec]:
+    def _check_graders(self, specs: tuple[GraderSpec, ...]) -> list[GraderSpec]:
+        """Names filled in, and each grader built once as a run builds it (judges and reference_loss need model
+        access at construction; nothing is called here)."""
         named = registry.named(specs)
-        registry.build_all(named, GraderContext())
+        access = ModelAccess(self.client, Waiter(0.0))
+        registry.build_all(named, GraderContext(access, access))
         return named
 
     async def _version(self, ref: DatasetVersionRef, field: str) -> tuple[str, str, int, list[dict[str, Any]]]:
@@ -164,7 +175,10 @@ class EvaluatorService:
         if self.trainer is None:
             raise FailedPrecondition("this evaluator has no trainer address; give data.dataset_version",
                                      code="no_trainer", field="data.job_id")
-        job = await self.trainer.job_data(job_id)
+        try:
+            job = await self.trainer.job_data(job_id)
+        except NotFound as err:
+            raise NotFound(err.message, code=err.code, field="data.job_id") from None
         if job.validation is not None:
             return await self._version(job.validation, "data.job_id")
         if not job.validation_split:
@@ -194,15 +208,23 @@ class EvaluatorService:
         if existing:
             await self.datasets.set_reference(ds, ver, reference_of(ev.id), add=False)
             return stored, True
-        await self.queue.enqueue(stored.id)
+        try:
+            await self.queue.enqueue(stored.id)
+        except Exception as err:  # NATS away: nothing half-made stays behind, a retry starts afresh
+            await self._db(self.store.finish, stored.id, "failed")
+            await self._db(self.store.delete, stored.id)
+            await self.datasets.set_reference(ds, ver, reference_of(ev.id), add=False)
+            raise Unavailable(f"the evaluation could not be queued ({type(err).__name__}: {err}); nothing was kept, "
+                              f"try again", code="queue_unavailable") from None
         await self.runner.publish("evaluation.created", stored)
         return stored, False
 
     async def get(self, evaluation_id: str) -> Evaluation:
         return await self._db(self.store.get, evaluation_id)
 
-    async def list(self, page_size: int, page_token: str, **filters: Any) -> tuple[list[Evaluation], str, int]:
-        return await self._db(self.store.list, page_size, page_token, **filters)
+    async def list_evaluations(self, page_size: int, page_token: str,
+                               **filters: Any) -> tuple[list[Evaluation], str, int]:
+        return await self._db(self.store.list_evaluations, page_size, page_token, **filters)
 
     async def cancel(self, evaluation_id: str) -> Evaluation:
         ev = await self.get(evaluation_id)

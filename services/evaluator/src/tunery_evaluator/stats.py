@@ -74,9 +74,9 @@ def summarize(results: Sequence[ExampleResult], graders: Sequence[GraderMeta], m
     pair_grades: dict[tuple[str, str, str], list[Grade]] = {}
     model_errors = {m: 0 for m in models}
     for r in results:
-        for a in r.answers:
-            if a.error:
-                model_errors[a.model] = model_errors.get(a.model, 0) + 1
+        for ans in r.answers:
+            if ans.error:
+                model_errors[ans.model] = model_errors.get(ans.model, 0) + 1
         for g in r.grades:
             if g.against:
                 pair_grades.setdefault((g.grader, g.model, g.against), []).append(g)

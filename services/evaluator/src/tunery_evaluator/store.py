@@ -141,7 +141,7 @@ class EvaluationStore:
                 raise
             return earlier, True
 
-    def list(self, page_size: int, page_token: str, *, states: Iterable[str] = (), model: str = "",
+    def list_evaluations(self, page_size: int, page_token: str, *, states: Iterable[str] = (), model: str = "",
              dataset: str = "", job_id: str = "") -> tuple[list[Evaluation], str, int]:
         offset, size = page_bounds(page_size, page_token)
         conds: list[Any] = []
@@ -206,7 +206,8 @@ class EvaluationStore:
     def items(self, evaluation_id: str) -> list[Item]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(IT).where(IT.c.evaluation_id == evaluation_id).order_by(IT.c.index)).all()
-        return [Item(r.index, orjson.loads(r.messages_json), r.reference, r.example_id) for r in rows]
+        return [Item(m["index"], orjson.loads(m["messages_json"]), m["reference"], m["example_id"])
+                for m in (r._mapping for r in rows)]  # "index" by key: a Row's .index is the tuple method
 
     def finished_indices(self, evaluation_id: str) -> set[int]:
         with self.engine.connect() as conn:

@@ -131,7 +131,8 @@ async def build_gateway(settings: GatewaySettings, engine: InferenceEngine | Non
     await engine.start()
     registry = ModelRegistry(engine, AdapterStore(db_engine))
     await registry.load()
-    keys = KeyStore(db_engine, admin_key=settings.admin_api_key.get_secret_value())
+    keys = KeyStore(db_engine, admin_key=settings.admin_api_key.get_secret_value(),
+                    internal_key=settings.internal_api_key.get_secret_value())
     log_store = LogStore(db_engine)
     writer = LogWriter(log_store) if settings.log_requests else None
     provider = tracer_provider or tracer_provider_from_env()

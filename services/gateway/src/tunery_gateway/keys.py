@@ -87,9 +87,11 @@ def _record(row: object) -> KeyRecord:
 
 
 class KeyStore:
-    def __init__(self, engine: Engine, *, admin_key: str = "") -> None:
+    def __init__(self, engine: Engine, *, admin_key: str = "", internal_key: str = "") -> None:
         self.engine = engine
         self._admin_hash = hash_key(admin_key) if admin_key else ""
+        # The key other Tunery services (the evaluator) call with: inference scope only.
+        self._internal_hash = hash_key(internal_key) if internal_key else ""
         self._local = threading.local()
         self._raw: list[Any] = []
         self._raw_lock = threading.Lock()
@@ -180,6 +182,8 @@ class KeyStore:
         """The caller's identity, or Unauthenticated; the work done does not depend on how close a guess was."""
         if self._admin_hash and hmac.compare_digest(hash_key(key), self._admin_hash):
             return KeyInfo("key_admin_env", "TUNERY_GATEWAY_ADMIN_API_KEY", ("admin",))
+        if self._internal_hash and hmac.compare_digest(hash_key(key), self._internal_hash):
+            return KeyInfo("key_internal_env", "TUNERY_GATEWAY_INTERNAL_API_KEY", ("inference",))
         m = _KEY.match(key)
         row = self._lookup(f"key_{m.group(1)}") if m else None
         ok = hmac.compare_digest(hash_key(key), row[2] if row is not None else _DUMMY_HASH)

@@ -43,6 +43,11 @@ class GatewaySettings(ServiceSettings):
     # HTTP and keys.
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Larger request bodies are refused (413).")
     admin_api_key: SecretStr = Field(SecretStr(""), description="Bootstrap admin key; compared in constant time.")
+    internal_api_key: SecretStr = Field(
+        SecretStr(""),
+        description="Key of Tunery's own services (the evaluator), inference scope only; compared in constant time. "
+        "`tunery up` makes one per data directory.",
+    )
     allow_unauthenticated: bool = Field(
         False, description="LOCAL DEVELOPMENT ONLY: serve /v1 without API keys (every call acts as admin)."
     )

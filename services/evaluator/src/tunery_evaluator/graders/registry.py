@@ -78,7 +78,7 @@ def named(specs: tuple[GraderSpec, ...] | list[GraderSpec]) -> list[GraderSpec]:
                 name = f"{spec.type}-{counts[spec.type]}"
         if name in seen:
             raise InvalidArgument(f"grader name {name!r} is used twice; names must be unique within an evaluation",
-                                  code="duplicate_grader_name", field=f"graders[{i}].name")
+                                  code="duplicate_grader", field=f"graders[{i}].name")
         seen.add(name)
         out.append(GraderSpec(spec.type, name, dict(spec.config)))
     return out
