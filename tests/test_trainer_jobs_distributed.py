@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tunery.common.v1 import common_pb2 as S
+from tunery.testing import wait_exit
 from tunery.trainer.v1 import trainer_pb2 as pb
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ def test_one_job_on_two_processes_trains_like_one(stack: Stack, solo: Workers) -
     a = stack.wait_state(single.id, S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED, timeout=180)
     assert a.state == S.JOB_STATE_SUCCEEDED, a.error
     one.terminate()
-    one.wait(30)
+    wait_exit(one, "the stopped single-process worker")
     solo.start(TUNERY_TRAINER_PROCESSES_PER_JOB="2")
     ea = stack.events(single.id)
     # data parallel (each rank the whole model), then sharded (FSDP2 on gloo): both train like one process
@@ -100,8 +101,8 @@ def test_a_killed_worker_takes_its_ranks_along_and_the_job_resumes(stack: Stack,
     stack.wait_checkpoint(job.id, timeout=180)
     assert len(rank_processes(job.id)) >= 2
     victim.send_signal(signal.SIGKILL)
-    victim.wait(10)
-    stack.wait_until("the training processes die with their worker", lambda: not rank_processes(job.id), timeout=15)
+    wait_exit(victim, "the SIGKILLed worker")
+    stack.wait_until("the training processes die with their worker", lambda: not rank_processes(job.id), timeout=120)
     solo.start(TUNERY_TRAINER_PROCESSES_PER_JOB="2")
     done = stack.wait_state(job.id, S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED, timeout=240)
     assert done.state == S.JOB_STATE_SUCCEEDED, done.error

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tunery.common.v1 import common_pb2 as S
+from tunery.testing import wait_exit
 from tunery.trainer.v1 import trainer_pb2 as pb
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ def test_sigkill_mid_job_resumes_on_another_worker(stack: Stack, workers: Worker
     running = stack.job(job.id)
     first = workers.by_name(running.worker)
     first.send_signal(signal.SIGKILL)
-    first.wait(10)
+    wait_exit(first, "the SIGKILLed worker")
     killed_at = stack.job(job.id).step
     workers.start()  # a replacement; the surviving worker may take the job first
     done = stack.wait_state(job.id, S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED, timeout=90)
@@ -111,7 +112,7 @@ def test_peft_job_killed_mid_training_resumes_from_its_checkpoint(stack: Stack, 
     victim = workers.by_name(running.worker)
     victim.send_signal(signal.SIGSTOP)  # freeze at once, then kill: no chance to finish or clean up
     victim.send_signal(signal.SIGKILL)
-    victim.wait(10)
+    wait_exit(victim, "the SIGKILLed worker")
     workers.start()
     done = stack.wait_state(job.id, S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED, timeout=180)
     assert done.state == S.JOB_STATE_SUCCEEDED, done.error

@@ -31,7 +31,7 @@ from tunery.runtime import client, events, grpcerrors
 from tunery.runtime.artifacts import LocalArtifactStore
 from tunery.runtime.natsd import free_port, wait_port
 from tunery.runtime.server import GrpcServer, Registration
-from tunery.testing import LoopThread
+from tunery.testing import LoopThread, wait_exit
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -216,7 +216,7 @@ def test_sigterm_drains_then_stops(tmp_path: Path, nats_url: str) -> None:
             time.sleep(0.02)
         release.set()
         assert inflight.result(20).examples_added == 2, "the in-flight upload finished during the drain"
-        assert proc.wait(20) == 0
+        assert wait_exit(proc, "the draining dataset service") == 0
         ch.close()
     finally:
         if proc.poll() is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -143,3 +144,17 @@ def build_tiny_llama(out: Path, seed: int = 0, data_dir: Path | None = None) -> 
     model.save_pretrained(str(out), safe_serialization=True)
     tok.save_pretrained(str(out))
     return out
+
+
+EXIT_SECONDS = float(os.environ.get("TUNERY_TEST_EXIT_SECONDS", "240"))
+"""How long a test waits for a process it stopped to exit. Only a hang guard: on a loaded 2-core machine a process
+with torch loaded was seen to need more than 30 s to exit after SIGTERM, so a short bound failed by timing."""
+
+
+def wait_exit(proc: subprocess.Popen[Any], what: str = "") -> int:
+    """Wait until ``proc`` (asked to stop, or killed) has exited; its exit status. Fails naming it if it hangs."""
+    try:
+        return proc.wait(EXIT_SECONDS)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError(f"{what or proc.args} did not exit within {EXIT_SECONDS:.0f} s of being stopped") from None

@@ -17,7 +17,7 @@ from tunery.dataset.v1 import dataset_pb2_grpc
 from tunery.runtime import client
 from tunery.runtime.grpcerrors import from_rpc_error
 from tunery.runtime.natsd import free_port, wait_port
-from tunery.testing import nats_server
+from tunery.testing import nats_server, wait_exit
 
 GOOD = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
 
@@ -73,7 +73,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subproce
             yield proc, f"127.0.0.1:{port}"
         finally:
             proc.terminate()
-            proc.wait(20)
+            wait_exit(proc, "the dataset service")
 
 
 def test_bad_input_in_bulk_neither_crashes_nor_leaks(service: tuple[subprocess.Popen[bytes], str]) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from tunery.runtime.natsd import free_port
+from tunery.testing import wait_exit
 
 
 def test_serves_and_drains_on_sigterm(gw: Any, tmp_path: Any) -> None:
@@ -60,7 +61,7 @@ def test_serves_and_drains_on_sigterm(gw: Any, tmp_path: Any) -> None:
         assert drained.status_code == 503 and drained.json()["status"] == "draining"
         t.join(60)
         assert [c for c in chunks if c][-1] == "data: [DONE]"  # the call in flight was allowed to finish
-        assert proc.wait(30) == 0
+        assert wait_exit(proc, "the draining gateway") == 0
         assert "TUNERY_GATEWAY_ADMIN_API_KEY=" not in "".join(lines) and gw.admin_key not in "".join(lines)
     finally:
         if proc.poll() is None:
