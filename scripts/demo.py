@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("TUNERY_DEMO_DIR", ROOT / ".tunery-demo"))
 TUNERY = [sys.executable, "-m", "tunery.cli.main"]
-EPOCHS = os.environ.get("TUNERY_DEMO_EPOCHS", "1")  # bench/sample_task.py: 1 epoch ~0.9, 2 epochs ~0.99
+EPOCHS = os.environ.get("TUNERY_DEMO_EPOCHS", "1")  # bench/RESULTS.md: 1 epoch 0.92, 2 (batch 4) 0.99
 
 
 def banner(text: str) -> None:
