@@ -76,7 +76,7 @@ def main() -> int:
     ap.add_argument("--file", help="held-out examples as JSONL instead of the bundled sample's split")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--concurrency", type=int, default=8, help="calls in flight (the gateway batches them)")
-    ap.add_argument("--show", type=int, default=3, help="answers printed per model")
+    ap.add_argument("--show", type=int, default=3, help="missed answers printed per model")
     a = ap.parse_args()
     examples = held_out(a)
     schema = json.loads((importlib.resources.files("tunery") / "data" / "sample_schema.json").read_text())
@@ -96,8 +96,9 @@ def main() -> int:
         grades = [grade(text, ex["messages"][-1]["content"], validator) for (text, _), ex in pairs]
         rows[model] = {k: np.array([g[k] for g in grades]) for k in grades[0]}
         rows[model]["tokens"] = np.array([t for _, t in answers], dtype=float)
-        for (text, _), ex in pairs[: a.show]:
-            print(f"[{model}] {ex['messages'][-2]['content']!r}\n  -> {text!r}", flush=True)
+        misses = [(text, ex) for ((text, _), ex), g in zip(pairs, grades, strict=True) if g["score"] < 1]
+        for text, ex in misses[: a.show]:
+            print(f"[{model}] missed {ex['messages'][-2]['content']!r}\n  -> {text!r}", flush=True)
     base = next(iter(rows.values()))["score"]
     print(f"\nsample task: n={len(examples)} held-out tickets, temperature 0, max_tokens {a.max_tokens}")
     print(f"{'model':60s} {'score':>6s} {'95% CI':>14s} {'parsed':>7s} {'schema':>7s} {'categ.':>7s} "
