@@ -2,8 +2,9 @@
 
 Starts everything with `tunery up`, builds a dataset from the bundled sample (upload, a rejected file, statistics,
 duplicates, a frozen version and a seeded split), fine-tunes the default model (SmolLM2-135M-Instruct, from the
-packaged GGUF) on it with LoRA and shows the loss falling, then stops everything. Every step is a CLI command,
-printed before it runs.
+packaged GGUF) on it with LoRA and shows the loss falling, evaluates the fine-tuned model against its base on the
+held-out tickets (the job asks for it; the evaluator generates through the gateway and grades with the `json`
+grader) and prints the table, then stops everything. Every step is a CLI command, printed before it runs.
 
 The sample is a task the base model fails: triage a support ticket into one JSON object {category, priority, reply}
 (the base model answers in prose: 0.00 on the held-out tickets). One epoch of LoRA (72 steps of 2 examples, 17k
@@ -25,6 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("TUNERY_DEMO_DIR", ROOT / ".tunery-demo"))
 TUNERY = [sys.executable, "-m", "tunery.cli.main"]
 EPOCHS = os.environ.get("TUNERY_DEMO_EPOCHS", "1")  # bench/RESULTS.md: 1 epoch 0.92, 2 (batch 4) 0.99
+SCHEMA = ROOT / "core" / "src" / "tunery" / "data" / "sample_schema.json"
+# The task grader: the answer must be one JSON object following the sample's schema; its score is the share of
+# category and priority equal to the reference's (a prose answer scores 0).
+TRIAGE = {"match_fields": ["category", "priority"], "schema": json.loads(SCHEMA.read_text())}
 
 
 def banner(text: str) -> None:
@@ -50,11 +55,31 @@ def fresh_state() -> None:
             shutil.rmtree(child) if child.is_dir() else child.unlink()
 
 
+def verdict(evaluation_id: str) -> None:
+    """Say in one line whether the fine-tuned model beat its base on the task grader, outside the 95% interval."""
+    ev = json.loads(tunery("eval", "show", evaluation_id, "--json", show=False).stdout)
+    if ev.get("state") != "JOB_STATE_SUCCEEDED":
+        raise SystemExit(f"demo step failed: evaluation {evaluation_id} ended {ev.get('state')}: {ev.get('error')}")
+    pair = next((p for p in ev["summary"]["pairs"] if p["grader"] == "triage"), None)
+    if pair is None:
+        raise SystemExit(f"demo step failed: evaluation {evaluation_id} has no base/fine-tuned pair for triage")
+    sign = 1 if pair["model_a"] == "fine-tuned" else -1  # mean_difference is a - b, oriented so that > 0: a better
+    diff, low, high = (sign * pair[k] for k in ("mean_difference", "ci_low", "ci_high"))
+    low, high = min(low, high), max(low, high)
+    means = {g["model"]: g["mean"] for g in ev["summary"]["graders"] if g["grader"] == "triage"}
+    print(f"\ntriage score: base {means.get('base', 0):.2f}, fine-tuned {means.get('fine-tuned', 0):.2f}; "
+          f"fine-tuned - base = {diff:+.2f} [95% CI {low:+.2f}, {high:+.2f}], p = {pair['p_value']:.2g} "
+          f"({pair['test']}, n = {pair['count']})", flush=True)
+    if low <= 0:
+        raise SystemExit("demo step failed: the fine-tuned model did not beat its base outside the 95% interval")
+    print("the fine-tuned model wins on the task grader, by a margin outside the bootstrap 95% interval", flush=True)
+
+
 def main() -> int:
     started = time.monotonic()
     tunery("down", "--data-dir", str(DATA), check=False, show=False)
     fresh_state()
-    banner("Start Tunery: an embedded NATS (JetStream), the dataset and trainer services, one trainer worker")
+    banner("Start Tunery: embedded NATS (JetStream), dataset, trainer, evaluator and gateway services, a worker")
     tunery("up", "--detach", "--data-dir", str(DATA))
     try:
         tunery("status", "--data-dir", str(DATA))
@@ -95,9 +120,20 @@ def main() -> int:
             "jobs", "create", "--dataset", "support-demo", "--version", "2",
             "--validation-dataset", "support-demo", "--validation-version", "3",
             "--model", "smollm2-135m-instruct", "--backend", "peft", "--epochs", EPOCHS,
-            "--batch-size", "2", "--learning-rate", "0.001", "--suffix", "triage", "--watch",
+            "--batch-size", "2", "--learning-rate", "0.001", "--suffix", "triage",
+            "--eval-grader", f"triage=json:{json.dumps(TRIAGE)}", "--eval-grader", "latency",
+            "--eval-max-tokens", "64", "--watch",
         )
         tunery("jobs", "list")
+
+        banner("Base against fine-tuned on the 36 held-out tickets (version 3), answers side by side")
+        job = json.loads(tunery("jobs", "list", "--json", show=False).stdout)["jobs"][0]
+        found = json.loads(tunery("eval", "list", "--job", job["id"], "--json", show=False).stdout)["evaluations"]
+        if not found:
+            raise SystemExit(f"demo step failed: job {job['id']} has no evaluation")
+        evaluation_id = found[0]["id"]
+        tunery("eval", "show", evaluation_id, "--examples", "3")
+        verdict(evaluation_id)
     finally:
         banner("Stop everything")
         tunery("down", "--data-dir", str(DATA), check=False)
