@@ -7,6 +7,7 @@ wires it. Tests that stop the gateway or restart the evaluator put it back with 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
@@ -168,8 +169,9 @@ def wait_served(url: str, model: str, timeout: float = 30) -> None:
 
 
 def publish_success(loop: LoopThread, nats_url: str, job_id: str, adapter_path: str) -> None:
-    """A job-succeeded event, which makes the gateway serve the adapter. Not the trainer's: the trainer ignores it
-    (the job is cancelled, and a proposal from outside the service that is not legal from there is dropped)."""
+    """A job-succeeded event, which makes the gateway serve the adapter. Not the trainer's: the trainer drops it
+    (the job is cancelled, and a state change proposed from outside the service that is illegal there is ignored).
+    """
     async def go() -> None:
         nc = await events.connect(nats_url, name="test-evaluation")
         try:
@@ -187,10 +189,9 @@ def publish_success(loop: LoopThread, nats_url: str, job_id: str, adapter_path: 
 
 @contextmanager
 def evaluation_side(stack: Stack) -> Iterator[Evaluation]:
-    from tunery_evaluator.testing import EvaluatorProcess
     from tunery_gateway.app import create_app
     from tunery_gateway.settings import GatewaySettings
-    from tunery_gateway.testing import ServerThread, make_adapter
+    from tunery_gateway.testing import ServerThread
 
     tmp = stack.data_dir
     gw_settings = GatewaySettings(
@@ -199,16 +200,38 @@ def evaluation_side(stack: Stack) -> Iterator[Evaluation]:
         artifacts_dir=str(tmp / "artifacts"), default_max_tokens=8,
     )  # fmt: skip
     gateway = ServerThread(create_app(gw_settings)).start()
-    # The adapter: a trainer job that never runs (cancelled at once) gives it an id; the adapter is written where
-    # that job's would be, and a succeeded event about it makes the gateway serve it.
-    job = stack.slow_job(step_seconds=60, n_epochs=1)
-    stack.trainer.CancelJob(tpb.CancelJobRequest(job_id=job.id))
-    stack.wait_state(job.id, common_pb2.JOB_STATE_CANCELLED)
-    base = stack.tiny_model.name
-    tuned = f"ft:{base}:eval:{job.id}"
-    make_adapter(stack.tiny_model, tmp / "artifacts" / "jobs" / job.id / "adapter", seed=1,
-                 base_model=str(stack.tiny_model.resolve()), fine_tuned_model=tuned, job_id=job.id)
-    publish_success(stack.loop, stack.nats_url, job.id, f"jobs/{job.id}/adapter")
+    try:
+        ev = _evaluation_on(stack, gateway, gw_settings)
+    except BaseException:
+        gateway.stop()
+        raise
+    try:
+        yield ev
+    finally:
+        ev.events.close()
+        ev.evaluator.close()
+        ev.gateway.stop()
+
+
+def _evaluation_on(stack: Stack, gateway: ServerThread, gw_settings: Any) -> Evaluation:
+    from tunery_evaluator.testing import EvaluatorProcess
+    from tunery_gateway.testing import make_adapter
+
+    tmp = stack.data_dir
+    # The adapter: a trainer job cancelled at once gives it an id (the trainer's event consumer retries events about
+    # jobs it does not know); a succeeded event about that job, naming an adapter folder of the tests' own, makes
+    # the gateway serve it. Should a session worker be quick enough to run the tiny echo job first, it only
+    # trains it: the adapter is elsewhere.
+    job = stack.create(stack.spec(stack.make_version(n=12), hyperparameters=tpb.Hyperparameters(n_epochs=1,
+                                                                                                 batch_size=4)))
+    with contextlib.suppress(grpc.RpcError):  # it ended already
+        stack.trainer.CancelJob(tpb.CancelJobRequest(job_id=job.id))
+    stack.wait_state(job.id, common_pb2.JOB_STATE_CANCELLED, common_pb2.JOB_STATE_SUCCEEDED)
+    tuned = f"ft:{stack.tiny_model.name}:eval:{job.id}"
+    adapter = f"evaluation-tests/{job.id}/adapter"
+    make_adapter(stack.tiny_model, tmp / "artifacts" / adapter, seed=1, base_model=str(stack.tiny_model.resolve()),
+                 fine_tuned_model=tuned, job_id=job.id)
+    publish_success(stack.loop, stack.nats_url, job.id, adapter)
     wait_served(gateway.url, tuned)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TUNERY_", "OTEL_"))}
     env.update(
@@ -221,10 +244,4 @@ def evaluation_side(stack: Stack) -> Iterator[Evaluation]:
     port = int(stack.evaluator_addr.rsplit(":", 1)[1])
     evaluator = EvaluatorProcess(env, tmp / "evaluator.log", port).start()
     log = EventLog(stack.loop, stack.nats_url, "tunery.events.evaluation.>")
-    ev = Evaluation(stack, gateway, gw_settings, evaluator, log, tuned, env)
-    try:
-        yield ev
-    finally:
-        log.close()
-        ev.evaluator.close()
-        ev.gateway.stop()
+    return Evaluation(stack, gateway, gw_settings, evaluator, log, tuned, env)
