@@ -30,6 +30,9 @@ from tunery.testing import LoopThread
 from tunery.trainer.v1 import trainer_pb2 as pb
 from tunery.trainer.v1 import trainer_pb2_grpc
 
+sys.path.insert(0, str(Path(__file__).parent))  # the helper modules beside this file (importlib import mode)
+from evalstack import Evaluation, evaluation_side
+
 ACK_WAIT = 3.0
 EVALUATOR_RETRY = 3.0
 """How long the trainer keeps trying an evaluator that does not answer before it records the evaluation's error."""
@@ -301,74 +304,9 @@ def solo(stack: Stack, workers: Workers) -> Iterator[Workers]:
         workers.start()
 
 
-# ---- the evaluation side: a gateway serving the tiny model and an evaluator, on the session stack ----------------
-GATEWAY_KEY = "tny-000000000000-admin-key-for-the-evaluation-tests"
-
-
-@dataclass
-class Evaluation:
-    """A real gateway (uvicorn in this process; it serves the tiny model and registers fine-tuned models from the
-    trainer's job events) and a real evaluator process at the address the session's trainer was given."""
-
-    stack: Stack
-    gateway: Any
-    evaluator: Any
-    stub: Any
-    env: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def base(self) -> str:
-        """The tiny model's name at the gateway (its folder's name), and in fine-tuned names."""
-        return self.stack.tiny_model.name
-
-    def served(self) -> list[str]:
-        import httpx
-
-        resp = httpx.get(f"{self.gateway.url}/v1/models", headers={"Authorization": f"Bearer {GATEWAY_KEY}"})
-        return [m["id"] for m in resp.json()["data"]]
-
-    def cli_env(self) -> dict[str, str]:
-        """For `tunery ...` subprocesses: the session's services by address, no colour, 100 columns."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TUNERY_")}
-        env.update(TUNERY_EVALUATOR_ADDR=self.stack.evaluator_addr, TUNERY_TRAINER_ADDR=self.trainer_addr,
-                   TUNERY_DATASET_ADDR=self.stack.dataset_addr, COLUMNS="100", NO_COLOR="1", TERM="dumb",
-                   TUNERY_DATA_DIR=str(self.stack.data_dir / "cli"))
-        return env
-
-    @property
-    def trainer_addr(self) -> str:
-        return f"127.0.0.1:{self.stack.trainer_app.port}"
-
-
+# ---- the evaluation side: a gateway serving the tiny model and an adapter, and an evaluator (tests/evalstack.py) ---
 @pytest.fixture(scope="session")
 def evaluation(stack: Stack) -> Iterator[Evaluation]:
-    from tunery.evaluator.v1 import evaluator_pb2_grpc
-    from tunery.runtime import client
-    from tunery_evaluator.testing import EvaluatorProcess
-    from tunery_gateway.app import create_app
-    from tunery_gateway.settings import GatewaySettings
-    from tunery_gateway.testing import ServerThread
-
-    gw_settings = GatewaySettings(
-        data_dir=stack.data_dir / "gateway", base_models=str(stack.tiny_model), nats_url=stack.nats_url,
-        database_url="", admin_api_key=GATEWAY_KEY, dataset_addr=stack.dataset_addr, torch_threads=1,
-        artifacts_dir=str(stack.data_dir / "artifacts"), default_max_tokens=8,
-    )  # fmt: skip
-    gateway = ServerThread(create_app(gw_settings)).start()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TUNERY_", "OTEL_"))}
-    env.update(
-        TUNERY_DATA_DIR=str(stack.data_dir / "evaluator"), TUNERY_NATS_URL=stack.nats_url,
-        TUNERY_EVALUATOR_DATASET_ADDR=stack.dataset_addr,
-        TUNERY_EVALUATOR_TRAINER_ADDR=f"127.0.0.1:{stack.trainer_app.port}",
-        TUNERY_EVALUATOR_GATEWAY_URL=f"{gateway.url}/v1", TUNERY_EVALUATOR_GATEWAY_API_KEY=GATEWAY_KEY,
-        TUNERY_EVALUATOR_LOG_LEVEL="INFO",
-    )  # fmt: skip
-    port = int(stack.evaluator_addr.rsplit(":", 1)[1])
-    evaluator = EvaluatorProcess(env, stack.data_dir / "evaluator.log", port).start()
-    channel = client.channel(stack.evaluator_addr, timeout=120)
-    try:
-        yield Evaluation(stack, gateway, evaluator, evaluator_pb2_grpc.EvaluatorServiceStub(channel), env)
-    finally:
-        channel.close()
-        evaluator.close()
-        gateway.stop()
+    """One for the session: tests/test_evaluator_*.py, test_cli_evals.py and test_trainer_evaluation.py share it."""
+    with evaluation_side(stack) as ev:
+        yield ev

@@ -8,9 +8,11 @@ a real evaluator generating through a real gateway that serves the tiny model.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -18,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import grpc
 import pytest
 import typer
 from rich.console import Console
@@ -26,6 +29,7 @@ from tunery.cli import evalexport, evalspec, evalview
 from tunery.common.v1 import common_pb2
 from tunery.evaluator.v1 import evaluator_pb2 as epb
 from tunery.runtime.natsd import free_port
+from tunery.trainer.v1 import trainer_pb2 as tpb
 
 if TYPE_CHECKING:
     from conftest import Evaluation, Stack, Workers
@@ -205,6 +209,18 @@ def test_bad_options_are_refused_before_any_call() -> None:
     assert bad.returncode == 2 and "not JSON" in bad.stderr
     down = cli("eval", "graders", "--addr", dead)
     assert down.returncode == 1 and f"cannot reach the evaluator service at {dead}" in down.stderr
+    # Only the states an evaluation can be in are offered (a job's validating_files and paused are not).
+    paused = cli("eval", "list", "--state", "paused", "--addr", dead, env={**os.environ, "COLUMNS": "200"})
+    offered = " ".join(paused.stderr.replace("│", " ").split())
+    assert paused.returncode == 2 and "'queued', 'running', 'succeeded', 'failed', 'cancelled'" in offered, offered
+    assert "validating_files" not in offered
+    queued = cli("eval", "list", "--state", "queued", "--state", "cancelled", "--addr", dead)
+    assert queued.returncode == 1 and "cannot reach the evaluator service" in queued.stderr
+    # `jobs create --eval-model` reads MODEL@BASE_URL as `eval run` does, and names its own option.
+    job = ("jobs", "create", "--dataset", "d", "-v", "1", "--model", "m", "--eval-grader", "latency",
+           "--addr", dead)
+    ftp = cli(*job, "--eval-model", "x@ftp://host/v1")
+    assert ftp.returncode == 2 and "--eval-model" in ftp.stderr and "http(s) URL" in ftp.stderr
 
 
 # ---- end to end: the session's services, a real evaluator and gateway ------------------------------------------
@@ -218,12 +234,12 @@ def summary_models(out: str) -> list[str]:
     return re.findall(r"^│ overlap\s+│ (\S+)\s+│\s+\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\] │", out, re.MULTILINE)
 
 
-def run(ev: Evaluation, *args: str | int | Path, code: int = 0, timeout: float = 300, wide: bool = False
-        ) -> subprocess.CompletedProcess[str]:
+def run(ev: Evaluation, *args: str | int | Path, code: int = 0, timeout: float = 300, wide: bool = False,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """`tunery ARGS` as a user runs it; tables fit 100 columns (`wide`: lines that carry whole ids and paths, as
     `jobs watch` prints them, may be longer)."""
     proc = subprocess.run([sys.executable, "-m", "tunery.cli.main", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env=ev.cli_env(), stdin=subprocess.DEVNULL)
+                          text=True, timeout=timeout, env={**ev.cli_env(), **(env or {})}, stdin=subprocess.DEVNULL)
     assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
     assert proc.returncode == code, f"tunery {' '.join(map(str, args))} -> {proc.returncode}\n{proc.stdout}\n" \
                                     f"{proc.stderr}"
@@ -300,13 +316,41 @@ def test_compare_answers_prompts_side_by_side(evaluation: Evaluation, tmp_path: 
     graders.write_text(json.dumps([{"type": "word_overlap", "name": "overlap"}]))
     out = run(evaluation, "eval", "compare", f"base={evaluation.base}", f"hot={evaluation.base}", "--prompt", "1?",
               "--prompt", "2?", "--reference", "2.", "--reference", "4.", "--graders-file", graders,
-              "--max-tokens", 3, "--seed", 1).stdout
+              "--max-tokens", 3, "--seed", 1, "--top-p", 0.9).stdout
     assert out.count("input: ") == 2 and "input: 2?" in out and "reference: 4." in out
     header = next(line for line in out.splitlines() if "base" in line and "hot" in line)
     assert header.index("base") < header.index("hot")
     scored = [line for line in out.splitlines() if line.startswith("│ overlap")]
     assert len(scored) == 2 and all(re.search(r"\d\.\d{3} (pass|fail) .* \d\.\d{3} (pass|fail)", line)
                                     for line in scored), out
+    wide = run(evaluation, "eval", "compare", evaluation.base, "--prompt", "1?", "--top-p", 1.5, code=1).stderr
+    assert "generation.top_p must be in (0, 1], not 1.5" in wide and "option --top-p" in wide, wide
+
+
+def test_a_jobs_external_eval_model_takes_its_key_from_the_environment(stack: Stack, evaluation: Evaluation
+                                                                       ) -> None:
+    """The key of `--eval-model MODEL@BASE_URL` comes from TUNERY_EVAL_API_KEY (as for `eval run`), is kept with
+    the job for its evaluation, and is never shown."""
+    ds = stack.make_version(n=16)
+    url, secret = f"http://127.0.0.1:{free_port()}/v1", f"sk-external-{free_port()}-never-shown"
+    common = ("jobs", "create", "--dataset", ds, "--version", 1, "--backend", "echo", "--model", stack.tiny_model,
+              "--validation-split", 0.25, "--eval-grader", "latency", "--eval-model", f"ext=gpt-x@{url}", "--json")
+    jobs = []
+    try:
+        for env in ({"TUNERY_EVAL_API_KEY": secret}, {}):
+            res = run(evaluation, *common, env=env)
+            jobs.append(json.loads(res.stdout)["job"]["id"])
+            assert secret not in res.stdout + res.stderr
+            (extra,) = stack.job(jobs[-1]).spec.evaluation.extra_models
+            assert (extra.label, extra.model, extra.base_url) == ("ext", "gpt-x", url)
+            assert extra.api_key_set == bool(env) and not extra.api_key
+        shown = run(evaluation, "jobs", "show", jobs[0], "--json").stdout
+        assert secret not in shown and json.loads(shown)["spec"]["evaluation"]["extra_models"][0]["api_key_set"]
+        assert "TUNERY_EVAL_API_KEY" in run(evaluation, "jobs", "create", "--help", wide=True).stdout
+    finally:  # nothing to train: the session's workers (if any run) need not take them
+        for job_id in jobs:
+            with contextlib.suppress(grpc.RpcError):
+                stack.trainer.CancelJob(tpb.CancelJobRequest(job_id=job_id))
 
 
 def test_a_job_created_with_eval_graders_is_evaluated_when_it_succeeds(stack: Stack, workers: Workers,
@@ -327,6 +371,9 @@ def test_a_job_created_with_eval_graders_is_evaluated_when_it_succeeds(stack: St
     assert f"evaluation {created.group(1)} succeeded" in out, "the watch follows the evaluation to its end"
     assert summary_models(out) == ["base", "fine-tuned"], out
     assert created.group(1) in run(evaluation, "eval", "list", "--job", job_id).stdout
+    listed = run(evaluation, "jobs", "list", "--dataset", ds).stdout.splitlines()
+    assert any(re.search(r"┃ eval +┃", line) for line in listed), listed  # the column, as a job here asked for one
+    assert sum(line.count("succeeded") for line in listed) == 2, listed  # the job's state and its evaluation's
     shown = run(evaluation, "jobs", "show", job_id, wide=True).stdout
     assert f"base vs fine-tuned with overlap: {created.group(1)} succeeded" in shown
     assert "fine-tuned vs base" in shown or "base vs fine-tuned" in shown.split("a against b")[-1]

@@ -33,7 +33,6 @@ from tunery.cli.evalview import (
     summary_table,
 )
 from tunery.cli.evalwatch import follow
-from tunery.cli.jobs import StateChoice
 from tunery.cli.jobview import styled
 from tunery.cli.output import console, info, print_json, say, to_dict, when
 from tunery.common.v1 import common_pb2
@@ -59,8 +58,9 @@ ConcurrencyOpt = Annotated[int, typer.Option(min=0, help="Requests in flight per
 ModelsArg = Annotated[list[str], typer.Argument(metavar="MODELS...", help="Models to evaluate: a name the gateway "
                                                 "serves (base or ft:...), LABEL=MODEL for a short name in tables, "
                                                 "MODEL@BASE_URL for a model of an OpenAI-compatible endpoint.")]
-ApiKeyOpt = Annotated[str, typer.Option(envvar="TUNERY_EVAL_API_KEY", show_envvar=True,
-                                        help="API key for models given with @BASE_URL.")]
+ApiKeyOpt = Annotated[str, typer.Option(envvar=evalspec.API_KEY_ENV, show_envvar=True, help=evalspec.API_KEY_HELP)]
+TopPOpt = Annotated[float | None, typer.Option(help="Nucleus sampling: the smallest set of tokens whose "
+                                               "probabilities reach P, in (0, 1].")]
 
 # Spec fields (as the evaluator names them) -> the option that sets them.
 _FIELD = re.compile(r"^(?:spec\.)?(?P<head>[a-z_]+)(?:\[\d+\])?(?:\.(?P<tail>[a-z_.]+))?")
@@ -68,7 +68,8 @@ _OPTIONS = {"models": "MODELS", "graders": "--grader", "data": "--dataset/--job"
             "data.dataset_version": "--dataset/--version", "data.dataset_version.version": "--version",
             "data.dataset_version.dataset": "--dataset", "data.job_id": "--job", "generation.temperature":
             "--temperature", "generation.max_tokens": "--max-tokens", "generation.seed": "--seed",
-            "generation.stop": "--stop", "generation.concurrency": "--concurrency", "conversations": "--prompt"}
+            "generation.stop": "--stop", "generation.concurrency": "--concurrency", "generation.top_p": "--top-p",
+            "conversations": "--prompt"}
 
 
 def _with_option(err: TuneryError) -> TuneryError:
@@ -97,7 +98,7 @@ def run(models: ModelsArg,
         grader: GraderOpt = None, graders_file: GradersFileOpt = None,
         temperature: TemperatureOpt = None, max_tokens: MaxTokensOpt = 0, seed: SeedOpt = None,
         stop: StopOpt = None, concurrency: ConcurrencyOpt = 0,
-        top_p: Annotated[float | None, typer.Option(help="Nucleus sampling.")] = None,
+        top_p: TopPOpt = None,
         name: Annotated[str, typer.Option("--name", help="Display name.")] = "",
         bootstrap_seed: Annotated[int, typer.Option(help="Seed of the bootstrap intervals.")] = 0,
         idempotency_key: Annotated[str, typer.Option(help="A retry with the same key returns the same one.")] = "",
@@ -148,7 +149,7 @@ def watch(evaluation_id: EvalArg,
 # ---- read ---------------------------------------------------------------------------------------------------------
 @app.command("list")
 def list_evaluations(
-        state: Annotated[list[StateChoice] | None, typer.Option(help="Only in this state (repeatable).")] = None,
+        state: Annotated[list[evalspec.EvalState] | None, typer.Option(help="Only in this state (repeatable).")] = None,
         model: Annotated[str, typer.Option("--model", "-m", help="Only those with this model.")] = "",
         dataset: Annotated[str, typer.Option("--dataset", "-d", help="Only those on this dataset.")] = "",
         job: Annotated[str, typer.Option("--job", help="Only those made for this training job.")] = "",
@@ -289,7 +290,7 @@ def compare(models: ModelsArg,
                                  ] = None,
             grader: GraderOpt = None, graders_file: GradersFileOpt = None,
             temperature: TemperatureOpt = None, max_tokens: MaxTokensOpt = 0, seed: SeedOpt = None,
-            stop: StopOpt = None, concurrency: ConcurrencyOpt = 0, api_key: ApiKeyOpt = "",
+            stop: StopOpt = None, concurrency: ConcurrencyOpt = 0, top_p: TopPOpt = None, api_key: ApiKeyOpt = "",
             addr: AddrOpt = None, as_json: JsonOpt = False) -> None:
     """Answer prompts with every model, side by side (nothing is stored)."""
     convs = _conversations(prompt or [], file)
@@ -297,7 +298,7 @@ def compare(models: ModelsArg,
         raise typer.BadParameter("give at least one --prompt or a --file", param_hint="--prompt")
     request = epb.CompareRequest(
         conversations=convs, models=[evalspec.model_ref(m, api_key) for m in models],
-        generation=evalspec.generation(temperature, max_tokens, seed, stop or [], concurrency),
+        generation=evalspec.generation(temperature, max_tokens, seed, stop or [], concurrency, top_p),
         graders=evalspec.graders(grader or [], graders_file, "--grader", "--graders-file"),
         references=reference or [])
     with connect(addr) as stub:

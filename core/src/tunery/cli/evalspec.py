@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,19 @@ from tunery.evaluator.v1 import evaluator_pb2 as epb
 GRADER_HELP = ("Grader (repeatable): TYPE, TYPE:{json config} or NAME=TYPE:{json config}, e.g. "
                "'string_check:{\"operation\": \"eq\"}'; `tunery eval graders` lists them.")
 GRADERS_FILE_HELP = "Graders from a JSON file: a list of {\"type\", \"name\", \"config\"} objects."
+API_KEY_ENV = "TUNERY_EVAL_API_KEY"
+API_KEY_HELP = ("API key for models given with @BASE_URL; best set in the environment, since a key on the command "
+                "line is seen by other users (ps) and kept in shell history.")
+
+
+class EvalState(StrEnum):
+    """The states an evaluation can be in (a job's validating_files and paused are not among them)."""
+
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
 
 
 def _struct(values: dict[str, Any]) -> struct_pb2.Struct:
@@ -91,15 +105,16 @@ def generation(temperature: float | None, max_tokens: int, seed: int | None, sto
     return g
 
 
-def model_ref(text: str, api_key: str = "") -> epb.ModelRef:
-    """`[LABEL=]MODEL[@BASE_URL]`: a model the gateway serves, or one of an OpenAI-compatible endpoint."""
+def model_ref(text: str, api_key: str = "", option: str = "MODELS") -> epb.ModelRef:
+    """`[LABEL=]MODEL[@BASE_URL]`: a model the gateway serves, or one of an OpenAI-compatible endpoint (`api_key`
+    goes with the latter only)."""
     label, eq, rest = text.partition("=")
     if not eq:
         label, rest = "", text
     model, at, url = rest.partition("@")
     if not model.strip():
-        raise typer.BadParameter(f"{text!r} names no model ([LABEL=]MODEL[@BASE_URL])", param_hint="MODELS")
+        raise typer.BadParameter(f"{text!r} names no model ([LABEL=]MODEL[@BASE_URL])", param_hint=option)
     if at and not url.startswith(("http://", "https://")):
-        raise typer.BadParameter(f"{text!r}: the endpoint after @ must be an http(s) URL", param_hint="MODELS")
+        raise typer.BadParameter(f"{text!r}: the endpoint after @ must be an http(s) URL", param_hint=option)
     return epb.ModelRef(model=model.strip(), label=label.strip(), base_url=url.strip(),
                         api_key=api_key if url else "")

@@ -22,7 +22,7 @@ from rich.markup import escape
 from tunery.cli import evalspec, output, rpc
 from tunery.cli.common import JsonOpt, kv, more_hint, page_request, paged
 from tunery.cli.evalview import pairs_table, summary_table
-from tunery.cli.jobview import data_ref, hyperparameters, job_rows, progress_text, styled
+from tunery.cli.jobview import data_ref, evaluation_cell, hyperparameters, job_rows, progress_text, styled
 from tunery.cli.jobwatch import follow
 from tunery.cli.output import console, info, print_json, say, to_dict, when
 from tunery.common.v1 import common_pb2
@@ -177,6 +177,8 @@ def create(
     eval_model: Annotated[list[str] | None, typer.Option(
         metavar="MODEL", help="A further model to evaluate beside base and fine-tuned (repeatable); LABEL=MODEL "
         "or MODEL@BASE_URL.")] = None,
+    eval_api_key: Annotated[str, typer.Option(envvar=evalspec.API_KEY_ENV, show_envvar=True, help=
+                            f"With --eval-model MODEL@BASE_URL: {evalspec.API_KEY_HELP}")] = "",
     eval_skip_base: Annotated[bool, typer.Option(help="Evaluate the fine-tuned model without its base.")] = False,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Then follow the job until it ends.")] = False,
     log_every: Annotated[int, typer.Option(min=1, help="With --watch off a terminal: a step line every N steps.")
@@ -214,7 +216,8 @@ def create(
     if graders:
         spec.evaluation.CopyFrom(pb.JobEvaluationSpec(
             graders=graders, generation=evalspec.generation(eval_temperature, eval_max_tokens, eval_seed, [], 0),
-            extra_models=[evalspec.model_ref(m) for m in eval_model or []], skip_base=eval_skip_base))
+            extra_models=[evalspec.model_ref(m, eval_api_key, "--eval-model") for m in eval_model or []],
+            skip_base=eval_skip_base))
         if eval_dataset or eval_limit:
             data = spec.evaluation.data
             data.limit = eval_limit
@@ -264,10 +267,13 @@ def list_jobs(state: Annotated[StateChoice | None, typer.Option(help="Only jobs 
     if as_json:
         print_json({"jobs": [to_dict(j) for j in items], "page": to_dict(page)})
         return
-    t = output.table("id", "state", "progress", "base model", "training data", "fine-tuned model", "created")
+    evaluated = any(j.spec.HasField("evaluation") for j in items)  # the column only when a job asked for one
+    t = output.table("id", "state", "progress", *(["eval"] if evaluated else []), "base model", "training data",
+                     "fine-tuned model", "created")
     for j in items:
-        t.add_row(j.id, styled(j.state), progress_text(j), escape(j.spec.base_model),
-                  escape(data_ref(j.spec.training_data)), escape(j.fine_tuned_model), when(j.create_time))
+        t.add_row(j.id, styled(j.state), progress_text(j), *([evaluation_cell(j)] if evaluated else []),
+                  escape(j.spec.base_model), escape(data_ref(j.spec.training_data)), escape(j.fine_tuned_model),
+                  when(j.create_time))
     if items:
         console.print(t)
     else:

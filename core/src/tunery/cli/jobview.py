@@ -131,6 +131,18 @@ def evaluation_text(job: pb.Job) -> str:
     return text
 
 
+def evaluation_cell(job: pb.Job) -> str:
+    """The `jobs list` column: how far the job's evaluation has got, in a word ("" when it asked for none)."""
+    if not job.spec.HasField("evaluation"):
+        return ""
+    ev = job.evaluation
+    if not job.HasField("evaluation"):
+        return "pending"  # until the job succeeds
+    if ev.error.code and not ev.state:
+        return "[red]error[/]"
+    return styled(ev.state) if ev.state else "creating"
+
+
 def metrics_text(m: pb.Metrics) -> str:
     parts = [f"train loss {num(m.train_loss)}"]
     if m.valid_loss:
