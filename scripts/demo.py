@@ -8,7 +8,7 @@ grader) and prints the table, then stops everything. Every step is a CLI command
 
 The sample is a task the base model fails: triage a support ticket into one JSON object {category, priority, reply}
 (the base model answers in prose: 0.00 on the held-out tickets). One epoch of LoRA (72 steps of 2 examples, 17k
-tokens, about 2 minutes on 2 quiet cores) takes it to about 0.9 (bench/sample_task.py measures both).
+tokens, about 2 minutes on 2 quiet cores) takes it to about 0.9 (bench/RESULTS.md).
 """
 
 from __future__ import annotations
